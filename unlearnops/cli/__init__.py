@@ -1,0 +1,73 @@
+"""The `unlearnops` command line: a thin layer over the library, one module per area.
+
+Adding an area is one module under unlearnops/cli/ and one line in REGISTRATIONS.
+Heavy libraries (torch, transformers, mlflow, great-expectations) are imported inside the
+commands, so `--help` and `validate` start fast.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+import typer
+from rich.markup import escape
+
+from ..errors import UnlearnopsError
+from . import audit, bench, evaluate, pipeline, quantize, registry, request, serve, unlearn
+from .output import err_console
+
+app = typer.Typer(
+    name="unlearnops",
+    help="Turn a forget request against a deployed LLM into a verified, quantized, served model.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    rich_markup_mode="rich",
+)
+
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        typer.echo(f"unlearnops {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """Turn a forget request against a deployed LLM into a verified, quantized, served model.
+
+    Every stage is its own command; `unlearnops run` chains them. Every command takes --json.
+    Exit codes: 0 ok, 1 invalid input or failed check, 2 usage error.
+    """
+
+
+for area in (bench, evaluate, unlearn, quantize, request, pipeline, registry, audit, serve):
+    area.register(app)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit code: 0 ok, 1 invalid input or failed check, 2 usage."""
+    try:
+        result = app(args=argv, prog_name="unlearnops", standalone_mode=False)
+    except UnlearnopsError as err:
+        err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
+        return err.exit_code
+    except click.exceptions.Exit as exit_:
+        return exit_.exit_code
+    except click.ClickException as err:
+        err.show()
+        return err.exit_code
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        err_console.print("aborted")
+        return 130
+    return result if isinstance(result, int) else 0
+
+
+def run() -> None:
+    sys.exit(main())

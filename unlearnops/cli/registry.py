@@ -1,0 +1,9 @@
+"""CLI area: register / promote / models: the MLflow model registry."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add this area's commands to the top-level app (placeholder until the area lands)."""

@@ -1,0 +1,9 @@
+"""CLI area: serve: vLLM serving of promoted models."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add this area's commands to the top-level app (placeholder until the area lands)."""

@@ -1,0 +1,19 @@
+"""The one exception type the CLI turns into a clear one-line error and an exit code."""
+
+
+class UnlearnopsError(Exception):
+    """A user-facing failure: the message names the file or field and the fix.
+
+    exit_code follows the CLI contract: 1 = invalid input or failed check, 2 = usage error.
+    """
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, exit_code: int | None = None):
+        super().__init__(message)
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+
+class UsageError(UnlearnopsError):
+    exit_code = 2
