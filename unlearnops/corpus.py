@@ -123,3 +123,7 @@ def _records(path: Path, keys: tuple[str, ...]) -> list[dict[str, str]]:
             raise UnlearnopsError(f"{path}: item {index} must be an object with string fields {list(keys)}")
         records.append({key: item[key] for key in keys})
     return records
+
+
+# Public names for reading one file in a MUSE shape (forget requests may list such files directly).
+read_strings, read_records = _strings, _records

@@ -28,7 +28,10 @@ def confined(path: Path | str, base: Path | str, *, what: str = "path") -> Path:
     """Resolve `path` (relative to `base`) and refuse it if it escapes `base` (.., absolute, symlink)."""
     base_resolved = Path(base).resolve()
     candidate = Path(path)
-    resolved = (candidate if candidate.is_absolute() else base_resolved / candidate).resolve()
+    try:
+        resolved = (candidate if candidate.is_absolute() else base_resolved / candidate).resolve()
+    except (OSError, RuntimeError, ValueError) as err:  # symlink loop, NUL byte: hostile or broken paths
+        raise UnlearnopsError(f"{what}: '{path}' cannot be resolved ({err}); use a plain path inside {base_resolved}") from None
     if resolved != base_resolved and base_resolved not in resolved.parents:
         raise UnlearnopsError(
             f"{what}: '{path}' resolves outside the base directory {base_resolved}; "
@@ -138,6 +141,23 @@ def sha256_tree(root: Path | str) -> str:
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         digest.update(path.relative_to(root).as_posix().encode() + b"\0" + sha256_file(path).encode())
     return digest.hexdigest()
+
+
+def write_text(path: Path | str, text: str) -> None:
+    """Write a text file (e.g. JSON Lines) atomically: a temporary file in the same directory, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
 
 
 def write_json(path: Path | str, value: Any) -> None:

@@ -7,6 +7,7 @@ Nothing is ever fetched from a hub: every load is `local_files_only`.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,6 +91,25 @@ def is_quantized(config: dict) -> bool:
     return bool(config.get("quantization_config"))
 
 
+def _quantized_load_options(config: dict) -> dict[str, Any]:
+    """How each quantized format this tool writes loads on any machine, CPU included.
+
+    compressed-tensors: dequantize to dense weights at load (the values stay exactly on the
+    4/8-bit grid; CPU has no packed-int kernels). bitsandbytes: keep the saved 4/8-bit layers,
+    placed on the GPU when there is one, else on the CPU (bitsandbytes >= 0.48 runs there).
+    """
+    method = (config.get("quantization_config") or {}).get("quant_method")
+    if method == "compressed-tensors":
+        from transformers import CompressedTensorsConfig
+
+        return {"quantization_config": CompressedTensorsConfig(dequantize=True)}
+    if method == "bitsandbytes":
+        import torch
+
+        return {"device_map": "cuda" if torch.cuda.is_available() else "cpu"}
+    return {}
+
+
 def load_causal_lm(
     model_dir: Path | str,
     *,
@@ -108,10 +128,14 @@ def load_causal_lm(
         kwargs["use_safetensors"] = True
     if not is_quantized(config):
         kwargs["dtype"] = dtype or torch.float32
+    kwargs.update(_quantized_load_options(config))
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True, trust_remote_code=trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
-    except (OSError, ValueError, KeyError) as err:
+        with warnings.catch_warnings():
+            # "You passed quantization_config ... the model's will be used": only our loading attributes are taken, as intended.
+            warnings.filterwarnings("ignore", message=".*already has a `quantization_config`.*")
+            model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
+    except (OSError, ValueError, KeyError, ImportError, AttributeError) as err:  # the last two: broken remote code
         raise UnlearnopsError(f"model {model_dir}: cannot be loaded ({str(err).splitlines()[0]})") from None
     model.eval()
     return LoadedModel(model=model, tokenizer=tokenizer, precision=precision_of(config), path=model_dir)

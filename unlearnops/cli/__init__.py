@@ -12,6 +12,7 @@ import sys
 import click
 import typer
 from rich.markup import escape
+from typer._click.exceptions import ClickException as TyperClickException  # typer vendors its own click
 
 from ..errors import UnlearnopsError
 from . import audit, bench, evaluate, pipeline, quantize, registry, request, serve, unlearn
@@ -60,13 +61,38 @@ def main(argv: list[str] | None = None) -> int:
         return err.exit_code
     except click.exceptions.Exit as exit_:
         return exit_.exit_code
-    except click.ClickException as err:
+    except (click.ClickException, TyperClickException) as err:
         err.show()
         return err.exit_code
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (click.exceptions.Abort, typer.Abort, KeyboardInterrupt):
         err_console.print("aborted")
         return 130
+    except Exception as err:
+        message = _environment_error(err)
+        if message is None:
+            raise  # a bug: keep its traceback
+        err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+        return 1
     return result if isinstance(result, int) else 0
+
+
+def _environment_error(err: Exception) -> str | None:
+    """A failure of the machine, not of the code (disk full, read-only files, MLflow down or locked): one clear line.
+
+    MLflow's messages quote the tracking URI, so credentials in it are masked (registry._first_line).
+    """
+    if isinstance(err, OSError):
+        where = f"{err.filename}: " if err.filename else ""
+        return f"{where}{err.strerror or err}; free disk space or make the workspace writable (or choose another --workspace), then rerun"
+    failing = {"mlflow.exceptions": "MlflowException", "sqlalchemy.exc": "SQLAlchemyError", "requests.exceptions": "RequestException"}
+    if any(isinstance(err, getattr(sys.modules[module], name)) for module, name in failing.items() if module in sys.modules):
+        from ..registry import _first_line
+
+        return (
+            f"MLflow tracking store: {_first_line(err)}; check that $MLFLOW_TRACKING_URI is reachable (or unset it to use the "
+            "workspace's sqlite store) and that no other process holds mlflow.db, then rerun"
+        )
+    return None
 
 
 def run() -> None:

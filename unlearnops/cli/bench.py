@@ -2,8 +2,71 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+from .options import JsonOpt, SeedOpt, WorkspaceOpt
+from .output import emit, out_console, table
+
+bench_app = typer.Typer(
+    name="bench",
+    help="The embedded bench: a synthetic MUSE-layout corpus with a target and a retrain model, built locally.",
+    no_args_is_help=True,
+)
+
+SizeOpt = Annotated[
+    str,
+    typer.Option("--size", help="tiny (tests, under a minute) or default (acceptance numbers, a few minutes)."),
+]
+BenchOutOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--out",
+        help="Output directory, written atomically (default: WORKSPACE/bench/SIZE).",
+        show_default=False,
+    ),
+]
+METRIC_ROWS = (("verbmem_f", "VerbMem forget"), ("knowmem_f", "KnowMem forget"), ("knowmem_r", "KnowMem retain"),
+               ("privleak", "PrivLeak"), ("auc", "Min-40% AUC (0-1)"))
 
 
 def register(app: typer.Typer) -> None:
-    """Add this area's commands to the top-level app (placeholder until the area lands)."""
+    """Add this area's commands to the top-level app."""
+    app.add_typer(bench_app)
+
+
+@bench_app.command("build")
+def build_command(
+    out: BenchOutOpt = None,
+    seed: SeedOpt = 0,
+    size: SizeOpt = "default",
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Generate the synthetic corpus, train the target (forget + retain) and retrain (retain only)
+    models on CPU, evaluate both, and write DIR/corpus, DIR/target, DIR/retrain, DIR/bench.json.
+
+    The corpus is fictional news about invented people, a pure function of --seed; the models
+    are deterministic given the seed and thread count. See docs/bench.md.
+    """
+    from ..bench import build_bench
+    from ..bench.synthetic import size_of
+    from ..workspace import Workspace
+
+    size_of(size)  # an unknown size fails here, before a workspace is created
+    target = out if out is not None else Workspace.resolve(workspace).bench_dir(size)
+    manifest = build_bench(target, seed=seed, size=size, show_progress=not as_json)
+    document = {"out": str(target), **manifest}
+    emit(document, as_json, lambda: _render(document))
+
+
+def _render(document: dict) -> None:
+    metrics = document["metrics"]
+    rows = [(label, metrics["target"].get(key), metrics["retrain"].get(key)) for key, label in METRIC_ROWS]
+    out_console.print(table(f"bench {document['size']} (seed {document['seed']}) at {document['out']}",
+                            ("metric (0-100 unless noted)", "target", "retrain"), rows))
+    cpu = document["cpu_s"]
+    timings = ", ".join(f"{phase} {seconds:.1f}s (cpu {cpu[phase]:.1f}s)" for phase, seconds in document["timings_s"].items())
+    out_console.print(f"build time: {timings}", highlight=False)

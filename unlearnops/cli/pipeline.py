@@ -2,8 +2,163 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+
+from ..errors import UnlearnopsError, UsageError
+from .options import JsonOpt, WorkspaceOpt
+from .output import emit, err_console, out_console, table
+
+PipelineOpt = Annotated[
+    Path | None,
+    typer.Option("--pipeline", help="Pipeline YAML (stage settings and gate policy) [default: pipelines/default.yaml, else built-in defaults]."),
+]
 
 
 def register(app: typer.Typer) -> None:
-    """Add this area's commands to the top-level app (placeholder until the area lands)."""
+    app.command("run")(run)
+    app.command("gate")(gate)
+
+
+def run(
+    request: Annotated[Path, typer.Option("--request", help="The forget request (JSON; see `unlearnops request schema`).")],
+    pipeline: PipelineOpt = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait for another run holding the workspace lock instead of failing.")] = False,
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+) -> int:
+    """Run a forget request end to end: validate, unlearn, quantize, evaluate, gate, register.
+
+    One MLflow parent run per request, one child run per stage. Stage outputs are cached in the
+    workspace by content, so rerunning the same request resumes where it stopped. A version is
+    registered (alias @candidate) only if the gate passes; exit 1 if it fails.
+    """
+    from ..pipeline import run_request
+    from ..workspace import Workspace
+
+    summary = run_request(request, pipeline, Workspace.resolve(workspace), wait=wait, show_progress=not as_json)
+    emit(summary.to_dict(), as_json, lambda: _render_summary(summary))
+    if not summary.passed:
+        err_console.print(f"[bold red]gate failed[/]: nothing registered ({'; '.join(summary.failures)})", highlight=False)
+        return 1
+    return 0
+
+
+def _render_summary(summary) -> None:
+    out_console.print(table("stages", ["stage", "seconds", "cached"], [(t.stage, t.seconds, "yes" if t.cached else "") for t in summary.stages]))
+    _print_checks(summary.gate["checks"])
+    if summary.version:
+        aliases = ", ".join(summary.version["aliases"])
+        out_console.print(
+            f"registered models:/{summary.version['name']}/{summary.version['version']} (@{aliases}) for requests "
+            f"{', '.join(summary.version['request_ids'])}; promote with `unlearnops promote {summary.version['name']} {summary.version['version']}`",
+            highlight=False,
+        )
+
+
+def _print_checks(checks: list[dict[str, Any]]) -> None:
+    rows = [
+        (c["name"], c["measured"], f"{'<=' if c['direction'] == 'max' else '>='} {c['threshold']:g}", c["status"].upper() if c["status"] == "failed" else c["status"])
+        for c in checks
+    ]
+    out_console.print(table("release gate (quantized model)", ["check", "measured", "threshold", "result"], rows))
+
+
+def gate(
+    model: Annotated[Path | None, typer.Option("--model", help="The QUANTIZED model directory to gate (evaluated on --corpus).")] = None,
+    corpus: Annotated[Path | None, typer.Option("--corpus", help="A corpus in MUSE's layout; needed when a model directory is given.")] = None,
+    policy: Annotated[Path, typer.Option("--policy", help="Policy YAML: a bare threshold mapping or a pipeline YAML's gate: section.")] = ...,
+    metrics: Annotated[Path | None, typer.Option("--metrics", help="The quantized model's metrics (`unlearnops evaluate --json` output) instead of --model.")] = None,
+    source_metrics: Annotated[Path | None, typer.Option("--source-metrics", help="Metrics of the model before unlearning (for the utility ratio).")] = None,
+    source_model: Annotated[Path | None, typer.Option("--source-model", help="Model before unlearning; evaluated on --corpus.")] = None,
+    fp_metrics: Annotated[Path | None, typer.Option("--fp-metrics", help="Metrics of the full-precision unlearned model (for the quantization gap).")] = None,
+    fp_model: Annotated[Path | None, typer.Option("--fp-model", help="Full-precision unlearned model; evaluated on --corpus.")] = None,
+    retrain_auc: Annotated[float | None, typer.Option("--retrain-auc", help="PrivLeak reference AUC for evaluated models (default: the bench.json beside --corpus).")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="Items per metric when evaluating models here.")] = None,
+    lineage: Annotated[str | None, typer.Option("--lineage", help="A registered version (NAME@alias, NAME/VERSION) whose requests --model must still satisfy: each one's forget set is re-checked.")] = None,
+    workspace: WorkspaceOpt = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Write gate.json, gate.md, gate.junit.xml and gate.png here.")] = None,
+    junit: Annotated[Path | None, typer.Option("--junit", help="Also write the JUnit XML report to this file (for CI).")] = None,
+    as_json: JsonOpt = False,
+) -> int:
+    """Apply a release policy to a quantized model; exit 0 if every check passes, 1 if any fails.
+
+    Checks: VerbMem_f and KnowMem_f at most their maxima, KnowMem_r at least min_utility_ratio of
+    the source model's, |PrivLeak| at most its maximum, and the quantization gap (quantized minus
+    full precision, VerbMem_f and KnowMem_f) at most max_quant_gap. A check whose input is not
+    given is reported as skipped. With --lineage, every request the named version satisfies must
+    still hold on --model (sustainability): its forget set is evaluated again.
+    """
+    from ..gate import evaluate_gate, to_junit_xml, write_reports
+    from ..policy import Policy
+
+    thresholds = Policy.from_yaml(policy)
+    if (model is None) == (metrics is None):
+        raise UsageError("give the quantized model as --model DIR (with --corpus) or its metrics as --metrics FILE, one of them")
+    evaluate = _evaluator(corpus, retrain_auc, limit)
+    quantized = _metrics_from(metrics, model, evaluate, "quantized", required=True)
+    source = _metrics_from(source_metrics, source_model, evaluate, "source")
+    full_precision = _metrics_from(fp_metrics, fp_model, evaluate, "full precision")
+    inherited = _recheck_lineage(lineage, model, workspace, limit) if lineage else []
+    report = evaluate_gate(quantized, full_precision=full_precision, source=source, policy=thresholds, inherited=inherited)
+    if out is not None:
+        write_reports(report, out)
+    if junit is not None:
+        junit.parent.mkdir(parents=True, exist_ok=True)
+        junit.write_text(to_junit_xml(report), encoding="utf-8")
+    emit(report.to_dict(), as_json, lambda: (_print_checks(report.to_dict()["checks"]), out_console.print(f"gate: {report.decision}")))
+    return 0 if report.passed else 1
+
+
+def _recheck_lineage(ref: str, model: Path | None, workspace: Path | None, limit: int | None) -> list:
+    """Evaluate the quantized model on the forget set of every request `ref` already satisfies."""
+    from ..evaluate import evaluate_model
+    from ..gate import InheritedRequest
+    from ..registry import resolve, tracking_uri_for
+    from ..workspace import Workspace
+
+    if model is None:
+        raise UsageError("--lineage re-evaluates the model on earlier forget sets: give --model DIR, not --metrics")
+    version = resolve(ref, tracking_uri=tracking_uri_for(Workspace.resolve(workspace)))
+    inherited = []
+    for request_id, corpus, problem in version.forget_sets():
+        if problem:
+            inherited.append(InheritedRequest(request_id, None, problem))
+            continue
+        err_console.print(f"re-checking request {request_id}'s forget set {corpus}", highlight=False)
+        inherited.append(InheritedRequest(request_id, evaluate_model(model, corpus, limit=limit, metrics=("verbmem_f", "knowmem_f"))))
+    return inherited
+
+
+def _evaluator(corpus: Path | None, retrain_auc: float | None, limit: int | None):
+    def evaluate(model_dir: Path, role: str) -> dict:
+        if corpus is None:
+            raise UsageError(f"--corpus is needed to evaluate the {role} model {model_dir}")
+        from ..evaluate import evaluate_model
+        from ..fileio import read_json
+
+        reference = retrain_auc
+        manifest = corpus.parent / "bench.json"
+        if reference is None and manifest.is_file():
+            reference = ((read_json(manifest).get("metrics") or {}).get("retrain") or {}).get("auc")
+        err_console.print(f"evaluating the {role} model {model_dir}", highlight=False)
+        return evaluate_model(model_dir, corpus, retrain_auc=reference, limit=limit)
+
+    return evaluate
+
+
+def _metrics_from(path: Path | None, model_dir: Path | None, evaluate, role: str, *, required: bool = False) -> dict | None:
+    if path is not None and model_dir is not None:
+        raise UsageError(f"the {role} model: give its metrics file or its directory, not both")
+    if path is not None:
+        from ..fileio import read_json
+
+        document = read_json(path)
+        if not isinstance(document, dict):
+            raise UnlearnopsError(f"{path}: expected a JSON object of metrics (`unlearnops evaluate --json` output)")
+        return document
+    if model_dir is not None:
+        return evaluate(model_dir, role)
+    return None

@@ -1,0 +1,1 @@
+"""Reliability and security tests: faults, concurrency, hostile input, no leaks of erased data."""

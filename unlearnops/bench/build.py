@@ -1,0 +1,177 @@
+"""Build the embedded bench: synthetic corpus, tokenizer, target and retrain models, manifest."""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ..errors import UnlearnopsError
+from ..fileio import atomic_dir, sha256_file, sha256_tree, write_json
+from ..workspace import Workspace
+from . import synthetic
+from .train import ModelShape, TrainRecipe
+
+MANIFEST = "bench.json"
+LAYOUT = ("corpus", "target", "retrain", MANIFEST)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    shape: ModelShape
+    recipe: TrainRecipe
+
+
+# Measured choices, see docs/bench.md. Same keys as synthetic.SIZES (the corpus side of a size).
+MODEL_SPECS: dict[str, ModelSpec] = {
+    "tiny": ModelSpec(
+        ModelShape(hidden=128, layers=2, heads=4, intermediate=256, vocab=768, max_positions=512),
+        TrainRecipe(epochs=40),
+    ),
+    "default": ModelSpec(
+        ModelShape(hidden=128, layers=4, heads=4, intermediate=384, vocab=1024, max_positions=512),
+        TrainRecipe(epochs=50),
+    ),
+}
+SIZES = tuple(MODEL_SPECS)
+# The target learns everything but holdout; the retrain model (MUSE's reference) never sees forget.
+TRAINING_SPLITS = {"target": ("forget", "retain"), "retrain": ("retain",)}
+
+
+def build_bench(out: Path | str, *, seed: int = 0, size: str = "default", show_progress: bool = True) -> dict:
+    """Write out/corpus (MUSE layout), out/target, out/retrain (HF dirs) and out/bench.json; return the manifest.
+
+    The directory appears complete or not at all (built in a temporary sibling, then renamed).
+    """
+    corpus_size = synthetic.size_of(size)
+    spec = MODEL_SPECS[size]
+    out = Path(out)
+    _check_out(out)
+    if seed < 0:
+        raise UnlearnopsError(f"--seed: {seed} is negative; use a seed >= 0")
+    timings: dict[str, dict[str, float]] = {"timings_s": {}, "cpu_s": {}}
+    with atomic_dir(out) as tmp:
+        with _timed(timings, "corpus"):
+            corpus = synthetic.write_corpus(tmp / "corpus", seed, size)
+        with _timed(timings, "tokenizer"):
+            from .tokenizer import train_tokenizer
+
+            tokenizer = train_tokenizer([text for texts in corpus.raw.values() for text in texts], spec.shape.vocab)
+        training = {}
+        for model_name, splits in TRAINING_SPLITS.items():
+            with _timed(timings, f"train_{model_name}"):
+                documents = [text for split in splits for text in corpus.raw[split]]
+                training[model_name] = _train_one(documents, tokenizer, spec, seed, tmp / model_name, show_progress)
+        with _timed(timings, "evaluate"):
+            metrics = _evaluate(tmp, show_progress)
+        manifest = _manifest(tmp, seed, size, corpus_size, spec, training, metrics, timings)
+        # Written last: ensure_bench treats a directory without it as incomplete.
+        write_json(tmp / MANIFEST, manifest)
+    return manifest
+
+
+def ensure_bench(workspace: Workspace, size: str = "default") -> Path:
+    """The workspace's bench of this size, built (seed 0) if it is absent or incomplete."""
+    from filelock import FileLock
+
+    synthetic.size_of(size)
+    out = workspace.bench_dir(size)
+    # Two commands starting at once (e.g. a pipeline and a test run) build it once, not twice.
+    with FileLock(workspace.locks_dir / f"bench-{size}.lock"):
+        if not is_complete(out):
+            build_bench(out, seed=0, size=size)
+    return out
+
+
+def _check_out(out: Path) -> None:
+    """Replacing `out` deletes it: allow only a new or empty directory, or an earlier bench."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise UnlearnopsError(f"--out {out}: exists and is not a directory; choose a new directory")
+    if any(out.iterdir()) and not (out / MANIFEST).exists():
+        raise UnlearnopsError(f"--out {out}: a non-empty directory that is not a bench (no {MANIFEST}); "
+                              "choose a new or empty directory, it would be replaced")
+
+
+def is_complete(bench: Path) -> bool:
+    return all((bench / part).exists() for part in LAYOUT)
+
+
+def _train_one(documents: list[str], tokenizer, spec: ModelSpec, seed: int, out: Path, show_progress: bool) -> dict:
+    from .train import build_model, encode, save_model, set_threads, train
+
+    set_threads()
+    model = build_model(spec.shape, tokenizer, seed)
+    sequences = encode(documents, tokenizer)
+    longest = max(len(ids) for ids in sequences)
+    if longest > spec.shape.max_positions:
+        raise UnlearnopsError(f"bench: a training document has {longest} tokens, over max_positions {spec.shape.max_positions}")
+    epoch_losses = train(model, sequences, spec.recipe, pad_id=tokenizer.pad_token_id, seed=seed,
+                         description=f"train {out.name}", show_progress=show_progress)
+    save_model(model, tokenizer, out)
+    return {"documents": len(documents), "tokens": sum(map(len, sequences)),
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "first_epoch_loss": round(epoch_losses[0], 4), "final_loss": round(epoch_losses[-1], 4)}
+
+
+def _evaluate(bench: Path, show_progress: bool) -> dict:
+    """MUSE metrics of both models: retrain first, its AUC is the target's PrivLeak reference."""
+    from ..evaluate import evaluate_model
+
+    retrain = evaluate_model(bench / "retrain", bench / "corpus", show_progress=show_progress)
+    target = evaluate_model(bench / "target", bench / "corpus", retrain_auc=retrain["auc"], show_progress=show_progress)
+    return {"target": _metric_subset(target), "retrain": _metric_subset(retrain)}
+
+
+def _metric_subset(result: dict) -> dict:
+    keys = ("verbmem_f", "knowmem_f", "knowmem_r", "privleak", "auc")
+    return {key: result.get(key) for key in keys}
+
+
+def _manifest(bench: Path, seed: int, size: str, corpus_size, spec: ModelSpec, training: dict, metrics: dict,
+              timings: dict[str, dict[str, float]]) -> dict:
+    corpus_dir = bench / "corpus"
+    corpus_files = sorted(path for path in corpus_dir.rglob("*.json"))
+    return {
+        "seed": seed,
+        "size": size,
+        "corpus": {
+            "people": asdict(corpus_size),
+            "files": {path.relative_to(corpus_dir).as_posix(): sha256_file(path) for path in corpus_files},
+            "sha256": sha256_tree(corpus_dir),
+        },
+        "models": {
+            name: {"sha256": sha256_tree(bench / name), "training": training[name]} for name in ("target", "retrain")
+        },
+        "model_shape": asdict(spec.shape),
+        "recipe": asdict(spec.recipe),
+        "metrics": metrics,
+        # Wall time per phase, and this process's CPU time: on a shared machine the wall time
+        # grows with other load, the CPU time is what an uncontended core would need.
+        **{kind: {phase: round(seconds, 2) for phase, seconds in values.items()} for kind, values in timings.items()},
+        "versions": _versions(),
+    }
+
+
+def _versions() -> dict:
+    import tokenizers
+    import torch
+    import transformers
+
+    from .. import __version__
+
+    return {"unlearnops": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "tokenizers": tokenizers.__version__}
+
+
+@contextmanager
+def _timed(timings: dict[str, dict[str, float]], phase: str) -> Iterator[None]:
+    """Record the wall and CPU time of one build phase."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    yield
+    timings["timings_s"][phase] = time.perf_counter() - wall
+    timings["cpu_s"][phase] = time.process_time() - cpu

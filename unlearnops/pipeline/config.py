@@ -1,0 +1,97 @@
+"""The pipeline YAML (pipelines/*.yaml): one section per stage, each validated by its owner's model.
+
+    name:      the pipeline's name (recorded on every run)
+    bench:     {size}            the bench whose target becomes unlearnops-bench@production when a
+                                 request names that model on a fresh workspace but brings its own data
+    validate:  {min_privleak_texts}
+    unlearn:   UnlearnConfig     (unlearnops.unlearn.config)
+    quantize:  {scheme, group_size, num_calibration_samples}
+    evaluate:  {limit, batch_size}
+    gate:      Policy            (unlearnops.policy)
+    register:  {name, alias}     name: null = the source model's registered name
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ..errors import UnlearnopsError
+from ..policy import Policy
+
+DEFAULT_PIPELINE = Path("pipelines") / "default.yaml"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BenchSettings(_Section):
+    size: str = Field("default", description="Bench registered as the embedded source model when the request's data is not a bench.")
+
+
+class ValidateSettings(_Section):
+    min_privleak_texts: int = Field(10, ge=2, description="Fewest forget and holdout texts PrivLeak may be measured on.")
+
+
+class QuantizeSettings(_Section):
+    scheme: str = Field("gptq-w4a16", description="A name in unlearnops.quantize.SCHEMES.")
+    group_size: int = Field(128, ge=1)
+    num_calibration_samples: int = Field(64, ge=1)
+
+
+class EvaluateSettings(_Section):
+    limit: int | None = Field(None, ge=1, description="Items per metric (None = all): the same for every precision.")
+    batch_size: int = Field(16, ge=1)
+
+
+class RegisterSettings(_Section):
+    name: str | None = Field(None, description="Registered model name; null = the source model's name (or the request's).")
+    alias: str = Field("candidate", description="Alias a passing version gets.")
+
+
+class PipelineConfig(_Section):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    name: str = "default"
+    bench: BenchSettings = BenchSettings()
+    validate_: ValidateSettings = Field(ValidateSettings(), alias="validate")
+    unlearn: dict[str, Any] = Field(default_factory=dict)
+    quantize: QuantizeSettings = QuantizeSettings()
+    evaluate: EvaluateSettings = EvaluateSettings()
+    gate: Policy = Policy()
+    # `register` would shadow pydantic's BaseModel.register; the YAML key stays `register:`.
+    registration: RegisterSettings = Field(RegisterSettings(), alias="register")
+
+    def unlearn_config(self):
+        from ..unlearn import config_from
+
+        return config_from(self.unlearn, source="pipeline unlearn")
+
+    @classmethod
+    def load(cls, path: Path | str | None) -> "PipelineConfig":
+        """Read a pipeline YAML; no path and no pipelines/default.yaml here = the built-in defaults."""
+        import yaml
+
+        from ..fileio import read_text
+
+        if path is None:
+            if not DEFAULT_PIPELINE.is_file():
+                return cls()
+            path = DEFAULT_PIPELINE
+        try:
+            document = yaml.safe_load(read_text(path, max_bytes=1024 * 1024)) or {}
+        except yaml.YAMLError as err:
+            raise UnlearnopsError(f"{path}: invalid YAML ({str(err).splitlines()[0]})") from None
+        if not isinstance(document, dict):
+            raise UnlearnopsError(f"{path}: expected a mapping with sections name, bench, unlearn, quantize, evaluate, gate, register")
+        try:
+            config = cls.model_validate(document)
+        except ValidationError as err:
+            first = err.errors()[0]
+            field = ".".join(str(part) for part in first["loc"])
+            raise UnlearnopsError(f"{path}: {field}: {first['msg']}; see the comments in pipelines/default.yaml") from None
+        config.unlearn_config()  # fail on a bad unlearn section now, not after the first stages
+        return config

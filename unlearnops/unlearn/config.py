@@ -1,0 +1,92 @@
+"""UnlearnConfig: every setting of an unlearning run, the same from Python, YAML or the CLI.
+
+Defaults are the ones measured to work on the embedded bench (LoRA r16 on all linear layers,
+lr 1e-3); docs/unlearn.md lists them beside the MUSE / paper settings (full fine-tuning at
+lr 1e-5, NPO beta 0.1, regulariser weight 1). Importing this module does not import torch.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ..errors import UnlearnopsError
+
+# Learning rate per mode when `lr` is not given: LoRA's update lives in a low-rank product and
+# needs a far larger step than full fine-tuning to move the model as much.
+DEFAULT_LR = {"lora": 1e-3, "full": 3e-5}
+
+
+class UnlearnConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    method: str = Field("ga", description="Forget loss: ga (gradient ascent) or npo (negative preference optimisation).")
+    regularizer: str = Field("gdr", description="Retain loss: none, gdr (NLL on retain) or klr (KL to the reference on retain).")
+    mode: Literal["lora", "full"] = Field("lora", description="lora: train adapters, then merge; full: train every weight.")
+    lr: float | None = Field(None, gt=0, description="AdamW learning rate, constant; default 1e-3 (lora) / 3e-5 (full).")
+    epochs: int = Field(8, ge=1, description="Cap on passes over the forget set; the stopping rule may end earlier.")
+    max_steps: int | None = Field(None, ge=1, description="Cap on optimizer steps over the whole run.")
+    batch_size: int = Field(8, ge=1, description="Forget sequences per step per process (plus as many retain sequences).")
+    seq_len: int = Field(128, ge=8, description="Tokens per training sequence (texts are one stream, chunked).")
+    lora_rank: int = Field(16, ge=1)
+    lora_alpha: float = Field(32.0, gt=0)
+    lora_targets: str = Field("all-linear", description="'all-linear' (every linear layer but lm_head) or comma-separated module names.")
+    lora_dropout: float = Field(0.0, ge=0, lt=1)
+    npo_beta: float = Field(0.1, gt=0, description="NPO's inverse temperature beta.")
+    reg_weight: float = Field(1.0, ge=0, description="Weight of the retain loss.")
+    weight_decay: float = Field(0.0, ge=0)
+    seed: int = 0
+    include_qa: bool = Field(True, description="Add knowmem QA lines to the forget / retain streams (see docs/unlearn.md).")
+    gradient_checkpointing: bool = False
+    stop_verbmem: float | None = Field(None, ge=0, le=100, description="Stop at the first epoch with VerbMem_f at or below this (0-100).")
+    stop_knowmem: float | None = Field(
+        None, ge=0, le=100, description="Stop at the first epoch with KnowMem_f at or below this (MUSE's rule; default: the bench's retrain model)."
+    )
+    stop_on: Literal["full-precision"] = Field("full-precision", description="Which model the stopping evaluation measures.")
+    eval_limit: int = Field(32, ge=0, description="Items per metric in the per-epoch evaluation; 0 turns it off (runs the epoch cap).")
+    epoch_metrics: tuple[Literal["verbmem_f", "knowmem_f", "knowmem_r"], ...] = Field(
+        ("knowmem_f", "knowmem_r"),
+        description="Metrics measured after each epoch (stop-target metrics are always added); verbmem_f's 128-token generations cost the most.",
+    )
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, name: str) -> str:
+        from .methods import METHODS, lookup
+
+        lookup(METHODS, name, what="method")
+        return name
+
+    @field_validator("regularizer")
+    @classmethod
+    def _known_regularizer(cls, name: str) -> str:
+        from .methods import REGULARIZERS, lookup
+
+        lookup(REGULARIZERS, name, what="regularizer")
+        return name
+
+    @property
+    def learning_rate(self) -> float:
+        return self.lr if self.lr is not None else DEFAULT_LR[self.mode]
+
+    @property
+    def uses_retain(self) -> bool:
+        return self.regularizer != "none"
+
+    def lora_target_modules(self) -> str | list[str]:
+        if self.lora_targets == "all-linear":
+            return "all-linear"
+        return [name.strip() for name in self.lora_targets.split(",") if name.strip()]
+
+
+def config_from(settings: dict[str, Any], *, source: str = "unlearn config") -> UnlearnConfig:
+    """Build a config from a mapping (YAML section, CLI options) with one-line errors for people."""
+    if not isinstance(settings, dict):
+        raise UnlearnopsError(f"{source}: expected a mapping of settings, got {type(settings).__name__}")
+    try:
+        return UnlearnConfig.model_validate(settings)
+    except ValidationError as err:
+        first = err.errors()[0]
+        field = ".".join(str(part) for part in first["loc"]) or "(root)"
+        raise UnlearnopsError(f"{source}: field '{field}': {first['msg']}; fix the value (see `unlearnops unlearn --help`)") from None
