@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
+
+from common import default_bench, machine_info, print_machine
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,13 +32,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="Print one JSON document.")
     args = parser.parse_args(argv)
 
-    import torch
-
     from unlearnops.corpus import Corpus
     from unlearnops.evaluate import generation, muse
     from unlearnops.modeling import load_causal_lm
 
-    bench = args.bench or _default_bench(args.size)
+    bench = args.bench or default_bench(args.size)
     loaded = load_causal_lm(bench / "target")
     corpus = Corpus.load(args.corpus or bench / "corpus")
     workloads = _workloads(corpus, args.limit, muse)
@@ -68,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         "speedup": round(totals["naive_s"] / totals["batched_s"], 2),
         "cpu_speedup": round(totals["naive_cpu_s"] / totals["batched_cpu_s"], 2),
         "identical": all(row["identical"] for row in rows),
-        "machine": _machine(torch),
+        "machine": machine_info(),
     }
     if args.json:
         print(json.dumps(report, indent=2))
@@ -85,12 +83,6 @@ def _timed(function, *args, **kwargs):
     return result, round(time.perf_counter() - wall, 3), round(time.process_time() - cpu, 3)
 
 
-def _default_bench(size: str) -> Path:
-    from unlearnops.bench import ensure_bench
-    from unlearnops.workspace import Workspace
-
-    return ensure_bench(Workspace.resolve(None), size=size)
-
 
 def _workloads(corpus, limit, muse) -> list[tuple[str, list[str], int]]:
     def first(items):
@@ -104,27 +96,9 @@ def _workloads(corpus, limit, muse) -> list[tuple[str, list[str], int]]:
     return workloads
 
 
-def _machine(torch) -> dict:
-    import transformers
-
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "python": sys.version.split()[0],
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
-        "device": "cuda" if torch.cuda.is_available() else "cpu",
-    }
-
 
 def _print(report: dict) -> None:
-    machine = report["machine"]
-    print(f"machine: {machine['platform']}, {machine['cpu_count']} CPUs, {machine['device']}")
-    print(f"versions: python {machine['python']}, torch {machine['torch']}, transformers {machine['transformers']}")
-    print(f"threads: torch {machine['torch_threads']}, OMP_NUM_THREADS={machine['OMP_NUM_THREADS']}")
+    print_machine(report["machine"])
     print(f"bench: {report['bench']} ({report['model_parameters']:,} parameters), corpus {report['corpus']}, batch size {report['batch_size']}")
     for row in report["workloads"]:
         print(

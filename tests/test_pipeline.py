@@ -214,3 +214,27 @@ def test_an_invalid_request_is_rejected_before_any_stage(env, cli, tmp_path):
     assert result.exit_code == 1
     assert "legal_basis.basis" in result.stderr and "Traceback" not in result.stderr
     assert sorted(p.name for p in env["ws"].stages_dir.glob("*/*")) == stages_before
+
+
+def test_stage_store_rebuilds_an_output_without_its_completion_marker(tmp_path):
+    from unlearnops.pipeline.stages import MARKER, StageStore
+
+    store = StageStore(tmp_path)
+    builds = []
+
+    def build(out):
+        builds.append(out)
+        (out / "weights").write_text("complete")
+        return {"size": 8}
+
+    first = store.run("quantize", {"scheme": "rtn"}, {"model": "abc"}, build)
+    assert not first.cached and (first.path / MARKER).is_file()
+    assert store.run("quantize", {"scheme": "rtn"}, {"model": "abc"}, build).cached
+    (first.path / MARKER).unlink()  # as if the copy into place had been interrupted
+    (first.path / "weights").write_text("half")
+    (tmp_path / "quantize" / f".{first.key}.x.partial").mkdir()  # a killed run's temporary dir
+    again = store.run("quantize", {"scheme": "rtn"}, {"model": "abc"}, build)
+    assert not again.cached and len(builds) == 2
+    assert (again.path / "weights").read_text() == "complete" and again.record["size"] == 8
+    assert not list((tmp_path / "quantize").glob(".*.partial"))
+    assert store.run("quantize", {"scheme": "gptq"}, {"model": "abc"}, build).key != first.key

@@ -81,7 +81,7 @@ def test_every_method_regularizer_and_mode_unlearns(micro, tmp_path, method, reg
     # The first step sees the model before any update, so reference == current: NPO starts at
     # (2 / beta) log 2 and the KL regulariser at 0.
     if method == "npo":
-        assert epoch["forget_loss"] == pytest.approx(2 / 0.1 * math.log(2), rel=1e-4)
+        assert epoch["forget_loss"] == pytest.approx(2 / record["config"]["npo_beta"] * math.log(2), rel=1e-4)
     else:
         assert epoch["forget_loss"] < 0  # minus an NLL
     assert epoch["retain_loss"] == pytest.approx(0.0, abs=1e-5) if regularizer == "klr" else epoch["retain_loss"] > 0
@@ -108,7 +108,7 @@ def test_outputs_layout_and_train_json(micro, tmp_path):
     assert json.loads((out / "train.json").read_text()) == json.loads(json.dumps(record))
     assert [entry["epoch"] for entry in record["epochs"]] == [1, 2]
     assert record["chosen_epoch"] == 2 and "epoch cap 2" in record["stop_reason"]
-    assert record["config"]["method"] == "ga" and record["resolved"]["lr"] == 1e-3
+    assert record["config"]["method"] == "ga" and record["resolved"]["lr"] == 5e-4
     assert set(record["resolved"]["lora_modules"]) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
     # forget_qa lines are not in raw/forget.json of this corpus, so one QA text was added to the stream.
     assert record["data"]["forget_qa_pairs_added"] == 4 and record["data"]["retain_qa_pairs_added"] == 4
@@ -137,7 +137,7 @@ def test_lora_trains_with_gradient_checkpointing(micro):
     import torch
 
     from unlearnops.modeling import load_causal_lm
-    from unlearnops.unlearn.methods import Batch
+    from unlearnops.unlearn.losses import nll_loss
     from unlearnops.unlearn.trainer import build_model
 
     loaded = load_causal_lm(micro / "model")
@@ -148,8 +148,6 @@ def test_lora_trains_with_gradient_checkpointing(micro):
     ids = loaded.tokenizer(["Ada Voss was born in Oslo."], return_tensors="pt")
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     logits = model(input_ids=ids["input_ids"], attention_mask=ids["attention_mask"], use_cache=False).logits
-    from unlearnops.unlearn.losses import nll_loss
-
     nll_loss(logits, ids["input_ids"], ids["attention_mask"]).backward()
     optimizer.step()
     assert all(torch.count_nonzero(p) > 0 for p in lora_b)

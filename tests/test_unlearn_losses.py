@@ -101,12 +101,12 @@ def test_bad_settings_name_the_field(settings, field):
 def test_yaml_and_python_build_the_same_config():
     text = "method: npo\nregularizer: klr\nmode: full\nlr: 1.0e-5\nepochs: 10\nnpo_beta: 0.1\nreg_weight: 1\n"
     from_yaml = config_from(yaml.safe_load(text))
-    from_python = UnlearnConfig(method="npo", regularizer="klr", mode="full", lr=1e-5, epochs=10)
+    from_python = UnlearnConfig(method="npo", regularizer="klr", mode="full", lr=1e-5, epochs=10, npo_beta=0.1, reg_weight=1.0)
     assert from_yaml == from_python
     assert from_yaml.learning_rate == 1e-5
 
 
 def test_default_learning_rate_follows_the_mode():
-    assert UnlearnConfig().learning_rate == 1e-3
-    assert UnlearnConfig(mode="full").learning_rate == 3e-5
+    assert UnlearnConfig().learning_rate == 5e-4
+    assert UnlearnConfig(mode="full").learning_rate == 3e-4
     assert not UnlearnConfig(regularizer="none").uses_retain

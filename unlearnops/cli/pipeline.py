@@ -13,7 +13,7 @@ from .output import emit, err_console, out_console, table
 
 PipelineOpt = Annotated[
     Path | None,
-    typer.Option("--pipeline", help="Pipeline YAML (stage settings and gate policy) [default: pipelines/default.yaml, else built-in defaults]."),
+    typer.Option("--pipeline", help="Pipeline YAML: stage settings and gate policy (default: pipelines/default.yaml if present, else the built-in defaults)."),
 ]
 
 
@@ -31,9 +31,9 @@ def run(
 ) -> int:
     """Run a forget request end to end: validate, unlearn, quantize, evaluate, gate, register.
 
-    One MLflow parent run per request, one child run per stage. Stage outputs are cached in the
-    workspace by content, so rerunning the same request resumes where it stopped. A version is
-    registered (alias @candidate) only if the gate passes; exit 1 if it fails.
+    One MLflow parent run per request, one child run per stage. Stage outputs are cached in the workspace by content, so rerunning the same request resumes where it stopped.
+
+    A version is registered (alias @candidate) only if the gate passes; exit 1 if it fails.
     """
     from ..pipeline import run_request
     from ..workspace import Workspace
@@ -85,11 +85,9 @@ def gate(
 ) -> int:
     """Apply a release policy to a quantized model; exit 0 if every check passes, 1 if any fails.
 
-    Checks: VerbMem_f and KnowMem_f at most their maxima, KnowMem_r at least min_utility_ratio of
-    the source model's, |PrivLeak| at most its maximum, and the quantization gap (quantized minus
-    full precision, VerbMem_f and KnowMem_f) at most max_quant_gap. A check whose input is not
-    given is reported as skipped. With --lineage, every request the named version satisfies must
-    still hold on --model (sustainability): its forget set is evaluated again.
+    Checks: VerbMem_f and KnowMem_f at most their maxima, KnowMem_r at least min_utility_ratio of the source model's, |PrivLeak| at most its maximum, and the quantization gap (quantized minus full precision, VerbMem_f and KnowMem_f) at most max_quant_gap. A check whose input is not given is reported as skipped.
+
+    With --lineage, every request the named version satisfies must still hold on --model (sustainability): its forget set is evaluated again.
     """
     from ..gate import evaluate_gate, to_junit_xml, write_reports
     from ..policy import Policy

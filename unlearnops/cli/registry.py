@@ -13,7 +13,7 @@ from .output import emit, out_console, table
 
 TrackingOpt = Annotated[
     str | None,
-    typer.Option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", help="MLflow tracking URI [env: MLFLOW_TRACKING_URI; default: the workspace's sqlite].", show_default=False),
+    typer.Option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", help="MLflow tracking URI (default: the workspace's sqlite database).", show_default=False),
 ]
 
 
@@ -44,8 +44,7 @@ def register_model(
 ) -> int:
     """Register a model directory as a new version (alias @candidate), or a baseline with --baseline.
 
-    `unlearnops run` registers for you; this is for models gated outside the pipeline. A model
-    whose gate report failed is refused: nothing is registered.
+    `unlearnops run` registers for you; this is for models gated outside the pipeline. A model whose gate report failed is refused: nothing is registered.
     """
     import json
 

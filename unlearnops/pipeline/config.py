@@ -22,6 +22,8 @@ from ..errors import UnlearnopsError
 from ..policy import Policy
 
 DEFAULT_PIPELINE = Path("pipelines") / "default.yaml"
+# The checkout's copy, for an editable install run from another directory.
+CHECKOUT_PIPELINE = Path(__file__).resolve().parents[2] / DEFAULT_PIPELINE
 
 
 class _Section(BaseModel):
@@ -72,15 +74,15 @@ class PipelineConfig(_Section):
 
     @classmethod
     def load(cls, path: Path | str | None) -> "PipelineConfig":
-        """Read a pipeline YAML; no path and no pipelines/default.yaml here = the built-in defaults."""
+        """Read a pipeline YAML; no path = pipelines/default.yaml (here, else the checkout's), else built-in defaults."""
         import yaml
 
         from ..fileio import read_text
 
         if path is None:
-            if not DEFAULT_PIPELINE.is_file():
+            path = next((candidate for candidate in (DEFAULT_PIPELINE, CHECKOUT_PIPELINE) if candidate.is_file()), None)
+            if path is None:
                 return cls()
-            path = DEFAULT_PIPELINE
         try:
             document = yaml.safe_load(read_text(path, max_bytes=1024 * 1024)) or {}
         except yaml.YAMLError as err:

@@ -57,7 +57,10 @@ class Tracker:
             run = self.client.get_run(run_id)
         except Exception:  # the project run lives in another tracking store: keep ours separate
             return None
-        return run_id if run.info.status == "RUNNING" else None
+        if run.info.status != "RUNNING":
+            return None
+        self.experiment_id = run.info.experiment_id  # children nest under the parent in its experiment
+        return run_id
 
     def child(self, stage: str, *, params: dict[str, Any], metrics: dict[str, float], tags: dict[str, str], artifacts: list[Path]) -> str:
         run_id = self.client.create_run(self.experiment_id, run_name=stage, tags={PARENT_TAG: self.parent_id, **tags}).info.run_id

@@ -114,7 +114,10 @@ def stop_targets(config: UnlearnConfig, corpus_dir: Path) -> dict[str, dict[str,
     }
     manifest = corpus_dir.parent / "bench.json"
     if not targets and config.eval_limit and manifest.is_file():
-        retrain_knowmem = (read_json(manifest).get("metrics", {}).get("retrain") or {}).get("knowmem_f")
+        document = read_json(manifest)
+        metrics = document.get("metrics") if isinstance(document, dict) else None
+        retrain = metrics.get("retrain") if isinstance(metrics, dict) else None
+        retrain_knowmem = retrain.get("knowmem_f") if isinstance(retrain, dict) else None
         if isinstance(retrain_knowmem, (int, float)):
             targets["knowmem_f"] = {"value": float(retrain_knowmem), "source": f"{manifest} metrics.retrain.knowmem_f (MUSE's rule)"}
     return targets
