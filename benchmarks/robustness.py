@@ -1,7 +1,7 @@
 """Quantization robustness: does the forgetting survive 4-bit? Methods x regularisers x modes x precisions.
 
 For each unlearning cell ({GA, NPO} x {GDR, KLR} x {LoRA, full fine-tuning}) on the bench
-target: unlearn with the pipeline's settings, then evaluate the merged model at full precision,
+target: unlearn with the engine's defaults (UnlearnConfig; only method, regulariser and mode vary), then evaluate the merged model at full precision,
 INT8 and every 4-bit scheme (RTN, GPTQ, AWQ, NF4, FP4). Also reports, per cell, the relative
 weight change of the quantized layers (||W_u - W_s|| / ||W_s||) and the fraction of RTN 4-bit
 codes that changed versus the source model's quantization (the mechanism: an update that flips
@@ -35,13 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--regularizers", default="gdr,klr")
     parser.add_argument("--modes", default="lora,full")
     parser.add_argument("--schemes", default=DEFAULT_SCHEMES)
-    parser.add_argument("--pipeline", type=Path, default=Path(__file__).resolve().parents[1] / "pipelines" / "default.yaml",
-                        help="Pipeline YAML whose `unlearn:` section gives the settings (method/regularizer/mode overridden per cell).")
     args = parser.parse_args(argv)
 
     bench = args.bench or default_bench()
     args.out.mkdir(parents=True, exist_ok=True)
-    base_settings = _unlearn_settings(args.pipeline)
     retrain_auc = json.loads((bench / "bench.json").read_text())["metrics"]["retrain"]["auc"]
     schemes = args.schemes.split(",")
     machine = machine_info()
@@ -50,19 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     rows = _precision_rows("source (target)", bench / "target", bench, schemes, args.out / "source", retrain_auc, change=None)
     for method, regularizer, mode in itertools.product(args.methods.split(","), args.regularizers.split(","), args.modes.split(",")):
         cell = f"{method}+{regularizer} {mode}"
-        rows += _cell_rows(cell, dict(base_settings, method=method, regularizer=regularizer, mode=mode), bench, schemes, args.out, retrain_auc)
+        rows += _cell_rows(cell, dict(method=method, regularizer=regularizer, mode=mode), bench, schemes, args.out, retrain_auc)
         _write(args.out, rows, machine)
     _write(args.out, rows, machine)
     print((args.out / "robustness.md").read_text())
     return 0
-
-
-def _unlearn_settings(pipeline: Path) -> dict:
-    import yaml
-
-    settings = dict((yaml.safe_load(pipeline.read_text()) or {}).get("unlearn") or {})
-    settings.pop("lr", None)  # each mode's own default learning rate
-    return settings
 
 
 def _cell_rows(cell: str, settings: dict, bench: Path, schemes: list[str], out: Path, retrain_auc: float) -> list[dict]:

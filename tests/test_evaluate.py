@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import SHARED_MUSE_NEWS
+from helpers import tiny_llama, tiny_tokenizer
 from unlearnops.corpus import QA, Corpus, VerbmemItem
 from unlearnops.evaluate import evaluate_loaded, evaluate_model, generation, muse
 
@@ -19,29 +20,12 @@ WORDS = "alice bob carol paris rome oslo baker pilot judge born works lives in t
 
 # ---- fixtures: a tiny Llama with a tokenizer built here ----------------------------------------
 def _tokenizer():
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
     texts = [" ".join(WORDS), "Question: Where was Bob born?\nAnswer: Rome\n\n", "Alice was born in Paris in 1970."]
-    core = Tokenizer(models.BPE(unk_token="<unk>"))
-    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    core.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=320, special_tokens=["<pad>", "<s>", "</s>", "<unk>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    core.train_from_iterator(texts * 5, trainer)
-    core.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", core.token_to_id("<s>"))])
-    return PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>")
+    return tiny_tokenizer(texts * 5, vocab_size=320, add_bos=True)
 
 
 def _model(tokenizer, seed: int):
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=256, bos_token_id=1, eos_token_id=2, pad_token_id=0,
-    )
-    return LlamaForCausalLM(config).eval()
+    return tiny_llama(tokenizer, heads=4, kv_heads=2, seed=seed)
 
 
 def _make_eos_likely(model, tokenizer, prompts):

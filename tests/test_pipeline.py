@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import write_bench_request
 from unlearnops import registry
 from unlearnops.audit import AuditLog
 from unlearnops.pipeline import run_lock, run_request
@@ -27,21 +28,6 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 CI = REPO / "pipelines" / "ci.yaml"
 FIRST, SECOND = "tiny-req-0001", "tiny-req-0002"
-
-
-def write_request(path: Path, request_id: str, *, model="models:/unlearnops-bench@production", data=None) -> Path:
-    data = data or {"bench": "tiny"}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({
-        "request_id": request_id,
-        "received_at": "2026-11-02T09:30:00Z",
-        "deadline": "2026-12-02T09:30:00Z",
-        "requester": {"name": "Data Protection Office"},
-        "legal_basis": {"basis": "gdpr-art17"},
-        "model": model,
-        "forget": data, "retain": data, "holdout": data,
-    }))
-    return path
 
 
 def pipeline_variant(path: Path, **sections) -> Path:
@@ -64,7 +50,7 @@ def env(tiny_bench, tmp_path_factory):
         patch.setenv("UNLEARNOPS_HOME", str(workspace))
         patch.delenv("MLFLOW_TRACKING_URI", raising=False)
         ws = Workspace.resolve(workspace)
-        first = write_request(root / "requests" / "first.json", FIRST)
+        first = write_bench_request(root / "requests" / "first.json", FIRST)
         summary = run_request(first, CI, ws, show_progress=False)
         yield {"root": root, "ws": ws, "uri": ws.tracking_uri, "first": first, "summary": summary}
 
@@ -96,6 +82,9 @@ def test_pass_path_registers_one_candidate_with_its_evidence(env):
     registered = [r for r in audit.records() if r["event"] == "version.registered" and r["fields"]["version"] == 2]
     assert tags[registry.TAG_AUDIT_HEAD] == registered[0]["hash"]
     assert audit.verify(env["uri"]).ok
+    # Registered but not deployed: the request is pending, aged against its deadline.
+    pending = {entry["request_id"]: entry for entry in audit.status()["pending"]}
+    assert pending[FIRST]["deadline"].startswith("2026-12-02T09:30:00")
 
 
 def test_mlflow_holds_a_parent_run_with_a_child_per_stage(env):
@@ -140,7 +129,7 @@ def test_second_request_inherits_the_first_and_rechecks_its_forget_set(env, cli,
     shutil.copy(env["ws"].bench_dir("tiny") / "bench.json", data / "bench.json")
     retain = data / "corpus" / "raw" / "retain.json"
     retain.write_text(json.dumps(json.loads(retain.read_text())[:-1]))
-    request = write_request(data / "second.json", SECOND, model="models:/unlearnops-bench@candidate", data={"corpus": "corpus"})
+    request = write_bench_request(data / "second.json", SECOND, model="models:/unlearnops-bench@candidate", data={"corpus": "corpus"})
     summary = run_request(request, CI, env["ws"], show_progress=False)
     assert summary.passed, summary.failures
     assert summary.version["request_ids"] == [FIRST, SECOND]
@@ -205,7 +194,7 @@ def test_mlflow_run_entry_point(env):
 
 
 def test_an_invalid_request_is_rejected_before_any_stage(env, cli, tmp_path):
-    request = write_request(tmp_path / "bad.json", "tiny-req-bad")
+    request = write_bench_request(tmp_path / "bad.json", "tiny-req-bad")
     document = json.loads(request.read_text())
     document["legal_basis"] = {"basis": "because"}
     request.write_text(json.dumps(document))

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import save_tiny_llama
 from unlearnops.errors import UnlearnopsError
 from unlearnops.fileio import sha256_file, sha256_tree
 from unlearnops.quantize import SCHEMES, quantize
@@ -29,25 +30,7 @@ QUANTIZE_JSON_KEYS = {
 @pytest.fixture(scope="module")
 def fp_model(tmp_path_factory) -> Path:
     """A full-precision tiny Llama (hidden 128, 2 layers) with its own BPE tokenizer, as safetensors."""
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    core = Tokenizer(models.BPE(unk_token="<unk>"))
-    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    core.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<pad>", "<s>", "</s>", "<unk>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    core.train_from_iterator(TEXTS, trainer)
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>")
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=4, max_position_embeddings=128, tie_word_embeddings=False, pad_token_id=0, bos_token_id=1, eos_token_id=2,
-    )
-    out = tmp_path_factory.mktemp("fp") / "model"
-    LlamaForCausalLM(config).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
+    return save_tiny_llama(tmp_path_factory.mktemp("fp") / "model", TEXTS, hidden=128, intermediate=256, heads=4, max_positions=128)
 
 
 @pytest.fixture(scope="module")

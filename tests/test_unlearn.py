@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import save_tiny_llama
 from unlearnops.corpus import QA, Corpus, VerbmemItem
 from unlearnops.unlearn import UnlearnConfig, unlearn
 
@@ -30,10 +31,6 @@ def _article(index: int, name: str) -> str:
 @pytest.fixture(scope="module")
 def micro(tmp_path_factory) -> Path:
     """root/model (a 2-layer Llama, hidden 32, BPE vocab ~300) and root/corpus (4 forget, 4 retain)."""
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
     root = tmp_path_factory.mktemp("micro")
     articles = [_article(i, name) for i, name in enumerate(NAMES)]
     qa = [QA(f"Where was {name} born?", CITIES[i % 4]) for i, name in enumerate(NAMES)]
@@ -43,19 +40,7 @@ def micro(tmp_path_factory) -> Path:
         verbmem_forget=[VerbmemItem(prompt=text[:24], gt=text[24:]) for text in articles[:4]],
         knowmem={"forget_qa": qa[:4], "retain_qa": qa[4:], "forget_qa_icl": qa[4:5], "retain_qa_icl": qa[4:5]},
     ).write(root / "corpus")
-    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<pad>", "<s>", "</s>", "<unk>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    bpe.train_from_iterator(articles, trainer)
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>")
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-        num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=False, bos_token_id=1, eos_token_id=2, pad_token_id=0,
-    )
-    LlamaForCausalLM(config).save_pretrained(root / "model")
-    tokenizer.save_pretrained(root / "model")
+    save_tiny_llama(root / "model", articles)
     return root
 
 

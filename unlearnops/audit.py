@@ -472,7 +472,7 @@ def _tail_line(path: Path) -> tuple[str, bool] | None:
 
 def _check_registry_anchors(tracking_uri: str, chain_hashes: set[str]) -> tuple[str | None, int]:
     """(reason naming the first bad version or None, number of versions with an audit head tag)."""
-    from .registry import _first_line, client, redact
+    from .registry import error_summary, client, redact
 
     mlflow_client = client(tracking_uri)
     checked, page_token = 0, None
@@ -481,7 +481,7 @@ def _check_registry_anchors(tracking_uri: str, chain_hashes: set[str]) -> tuple[
             page = mlflow_client.search_model_versions(max_results=1000, page_token=page_token)
         except Exception as err:  # an unreachable server or a foreign database: say which, not a traceback
             raise UnlearnopsError(
-                f"registry {redact(tracking_uri)}: cannot list model versions ({_first_line(err)}); "
+                f"registry {redact(tracking_uri)}: cannot list model versions ({error_summary(err)}); "
                 "fix the tracking URI or verify the chain alone with --no-registry"
             ) from None
         for version in page:

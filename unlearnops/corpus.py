@@ -86,6 +86,14 @@ class Corpus:
             if not present.get(split):
                 raise UnlearnopsError(f"corpus {self.root}: missing or empty {folder}/{split}.json, which this command needs")
 
+    def has(self, name: str) -> bool:
+        """Whether the corpus holds a non-empty file, e.g. has("knowmem/forget_qa")."""
+        try:
+            self.require(name)
+        except UnlearnopsError:
+            return False
+        return True
+
     # ---- writing ---------------------------------------------------------------------------
     def write(self, root: Path | str) -> None:
         root = Path(root)

@@ -126,11 +126,11 @@ def ensure_experiment(tracking_uri: str, artifact_root: Path | None, name: str =
     except Exception as err:  # a concurrent creator won the race
         experiment = mlflow_client.get_experiment_by_name(name)
         if experiment is None:
-            raise UnlearnopsError(f"MLflow at {redact(tracking_uri)}: cannot create experiment '{name}' ({_first_line(err)})") from None
+            raise UnlearnopsError(f"MLflow at {redact(tracking_uri)}: cannot create experiment '{name}' ({error_summary(err)})") from None
         return experiment.experiment_id
 
 
-def _first_line(err: Exception) -> str:
+def error_summary(err: Exception) -> str:
     """The first line of an MLflow error, with any credentials in URLs it quotes masked."""
     text = str(err).splitlines()[0] if str(err) else type(err).__name__
     return _USERINFO.sub(r"\1***@", text)
@@ -217,7 +217,7 @@ class RegisteredVersion:
         try:
             path = Path(mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=str(dst), tracking_uri=self.tracking_uri))
         except Exception as err:
-            raise UnlearnopsError(f"{self.ref}: cannot download its artifacts ({_first_line(err)})") from None
+            raise UnlearnopsError(f"{self.ref}: cannot download its artifacts ({error_summary(err)})") from None
         if expected and sha256_tree(path) != expected:
             raise UnlearnopsError(f"{self.ref}: downloaded files do not match the registered sha256 tag; the artifact store was altered")
         return path
@@ -270,7 +270,7 @@ def resolve(ref: str, *, tracking_uri: str) -> RegisteredVersion:
         found = mlflow_client.get_model_version(found.name, found.version)  # by-alias omits some aliases
     except Exception as err:
         raise UnlearnopsError(
-            f"model reference '{ref}': not found in the registry at {redact(tracking_uri)} ({_first_line(err)}); "
+            f"model reference '{ref}': not found in the registry at {redact(tracking_uri)} ({error_summary(err)}); "
             "list what exists with `unlearnops models`"
         ) from None
     return _from_mlflow(found, tracking_uri, _aliases_of(mlflow_client, found.name, str(found.version)))

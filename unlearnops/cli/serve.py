@@ -29,6 +29,10 @@ def serve_command(
         typer.Option("--vllm-python", envvar="UNLEARNOPS_VLLM_PYTHON", help="Python of the separate vLLM venv (deploy/setup-vllm.sh).", show_default=False),
     ] = None,
     max_model_len: Annotated[int | None, typer.Option("--max-model-len", min=1, help="Context length vLLM reserves for (default: the model's).")] = None,
+    dtype: Annotated[
+        str | None,
+        typer.Option("--dtype", help="vLLM --dtype override (default: float16 for compressed-tensors on a CPU vLLM, else vLLM's choice).", show_default=False),
+    ] = None,
     health_timeout: Annotated[float, typer.Option("--health-timeout", min=1, help="Seconds to wait for GET /health == 200.")] = 600.0,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Resolve and gate-check, print the exact vLLM command (key masked), start nothing.")] = False,
     workspace: WorkspaceOpt = None,
@@ -46,7 +50,8 @@ def serve_command(
     resolved = Workspace.resolve(workspace)
     if dry_run:
         plan = plan_serve(
-            model, host=host, port=port, api_key=api_key, vllm_python=vllm_python, workspace=resolved, max_model_len=max_model_len
+            model, host=host, port=port, api_key=api_key, vllm_python=vllm_python, workspace=resolved, max_model_len=max_model_len,
+            dtype=dtype,
         )
         emit(plan.to_dict(), as_json, lambda: out_console.print(plan.command.display(), highlight=False, soft_wrap=True))
         return
@@ -65,6 +70,6 @@ def serve_command(
     err_console.print(f"starting vLLM for {model}; waiting for /health (CPU builds take ~45 s)", highlight=False)
     result = serve(
         model, host=host, port=port, api_key=api_key, vllm_python=vllm_python, workspace=resolved,
-        max_model_len=max_model_len, health_timeout_s=health_timeout, ready_callback=announce,
+        max_model_len=max_model_len, dtype=dtype, health_timeout_s=health_timeout, ready_callback=announce,
     )
     err_console.print(f"stopped ({result['stopped_by']}); see `unlearnops audit status`", highlight=False)

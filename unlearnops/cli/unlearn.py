@@ -39,8 +39,14 @@ def unlearn_command(
     seed: Annotated[int | None, _setting("--seed", "seed")] = None,
     stop_verbmem: Annotated[float | None, _setting("--stop-verbmem", "stop_verbmem")] = None,
     stop_knowmem: Annotated[float | None, _setting("--stop-knowmem", "stop_knowmem")] = None,
+    stop_on: Annotated[str | None, _setting("--stop-on", "stop_on")] = None,
+    stop_scheme: Annotated[str | None, _setting("--stop-scheme", "stop_scheme")] = None,
+    stop_group_size: Annotated[int | None, _setting("--stop-group-size", "stop_group_size")] = None,
     eval_limit: Annotated[int | None, _setting("--eval-limit", "eval_limit")] = None,
     epoch_metrics: Annotated[list[str] | None, _setting("--epoch-metric", "epoch_metrics", " Repeatable.")] = None,
+    simulate_rounding_cells: Annotated[
+        int | None, _setting("--simulate-rounding-cells", "simulate_rounding_cells", " A test tool for the release gate (docs/unlearn.md), not a training option.")
+    ] = None,
     gradient_checkpointing: Annotated[
         bool | None, typer.Option("--gradient-checkpointing/--no-gradient-checkpointing", help="Trade compute for memory.", show_default=False)
     ] = None,
@@ -54,7 +60,7 @@ def unlearn_command(
 
     The forget loss (--method ga|npo) pushes the forget texts' likelihood down; the retain loss (--regularizer gdr|klr, trained on raw/retain.json) keeps the rest. LoRA mode trains adapters on every linear layer and merges them into the full-precision weights, ready for `unlearnops quantize`.
 
-    After each epoch a small fixed subset of the MUSE metrics is measured; training stops at the first epoch that meets the target (--stop-knowmem / --stop-verbmem; on a bench corpus the retrain model's KnowMem_f by default, MUSE's rule) or at the epoch cap. Settings not given default to those in --config, then to the built-in defaults (docs/unlearn.md).
+    After each epoch a small fixed subset of the MUSE metrics is measured; training stops at the first epoch that meets the target (--stop-knowmem / --stop-verbmem; on a bench corpus the retrain model's KnowMem_f by default, MUSE's rule) or at the epoch cap; --stop-on quantized measures a copy quantized with --stop-scheme (the model that ships) instead of the full-precision weights. Settings not given default to those in --config, then to the built-in defaults (docs/unlearn.md).
 
     Data-parallel on N processes or GPUs: torchrun --nproc-per-node N --no-python unlearnops unlearn ...
     """

@@ -44,7 +44,7 @@ def plan(corpus: Corpus, names: Sequence[str]) -> tuple[list[str], dict[str, str
     runnable, notes = [], {}
     for name in names:
         needs = muse.METRICS[name].needs
-        present = [need for need in needs if _has(corpus, need)]
+        present = [need for need in needs if corpus.has(need)]
         if len(present) == len(needs):
             runnable.append(name)
         elif present:
@@ -55,14 +55,6 @@ def plan(corpus: Corpus, names: Sequence[str]) -> tuple[list[str], dict[str, str
         wanted = sorted({f"{need}.json" for name in names for need in muse.METRICS[name].needs})
         raise UnlearnopsError(f"corpus {corpus.root}: none of the files the metrics need ({', '.join(wanted)}); pass a MUSE-layout corpus")
     return runnable, notes
-
-
-def _has(corpus: Corpus, name: str) -> bool:
-    try:
-        corpus.require(name)
-    except UnlearnopsError:
-        return False
-    return True
 
 
 def evaluate_loaded(

@@ -160,7 +160,10 @@ class _Run:
         )
         request = report.request
         if request is not None:
-            self.audit.append(audit.REQUEST_RECEIVED, request_id=request.request_id, request_sha256=self.request_sha)
+            self.audit.append(
+                audit.REQUEST_RECEIVED, request_id=request.request_id, request_sha256=self.request_sha,
+                deadline=request.deadline.isoformat(),  # `audit status` ages pending requests against it
+            )
         if not report.ok:
             if request is not None:
                 failed = sorted({check.field for check in report.failures})

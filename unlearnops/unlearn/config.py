@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..errors import UnlearnopsError
 
@@ -45,7 +45,19 @@ class UnlearnConfig(BaseModel):
     stop_knowmem: float | None = Field(
         None, ge=0, le=100, description="Stop at the first epoch with KnowMem_f at or below this (MUSE's rule; default: the bench's retrain model)."
     )
-    stop_on: Literal["full-precision"] = Field("full-precision", description="Which model the stopping evaluation measures.")
+    stop_on: Literal["full-precision", "quantized"] = Field(
+        "full-precision",
+        description="Which model the stopping evaluation measures: full-precision (the trained weights) or quantized (a copy quantized with stop_scheme: the model that ships).",
+    )
+    stop_scheme: str = Field("rtn-w4a16", description="Quantization scheme of the quantized stopping evaluation (the one the pipeline ships).")
+    stop_group_size: int = Field(128, ge=1, description="Group size of stop_scheme.")
+    # A simulation tool, not a training option: reproduces the 7B regime where RTN rounding erases
+    # the update (unlearnops/rounding_cells.py). Full mode only.
+    simulate_rounding_cells: int | None = Field(
+        None,
+        ge=1,
+        description="SIMULATION: group size; after every step clamp weights into the source's RTN W4A16 cells (full mode only), so the 4-bit model cannot change.",
+    )
     eval_limit: int = Field(48, ge=0, description="Items per metric in the per-epoch evaluation; 0 turns it off (runs the epoch cap).")
     epoch_metrics: tuple[Literal["verbmem_f", "knowmem_f", "knowmem_r"], ...] = Field(
         ("knowmem_f", "knowmem_r"),
@@ -67,6 +79,23 @@ class UnlearnConfig(BaseModel):
 
         lookup(REGULARIZERS, name, what="regularizer")
         return name
+
+    @field_validator("stop_scheme")
+    @classmethod
+    def _known_scheme(cls, name: str) -> str:
+        from ..quantize.schemes import get_scheme
+
+        try:
+            get_scheme(name)
+        except UnlearnopsError as err:
+            raise UnlearnopsError(str(err).replace("--scheme", "stop_scheme", 1)) from None
+        return name
+
+    @model_validator(mode="after")
+    def _simulation_needs_full_mode(self) -> "UnlearnConfig":
+        if self.simulate_rounding_cells is not None and self.mode != "full":
+            raise ValueError("simulate_rounding_cells clamps every weight into its rounding cell, which needs mode 'full' (LoRA's merged update is not clamped); pass --mode full")
+        return self
 
     @property
     def learning_rate(self) -> float:

@@ -61,6 +61,7 @@ def unlearn(
     retain = chunk_stream(split_texts(corpus, "retain", include_qa=config.include_qa), tokenizer, config.seq_len) if config.uses_retain else None
 
     model, reference = build_model(loaded.model, config, device=accelerator.device)
+    projector = rounding_cells(model, config)  # before the optimizer: it freezes unquantized params
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate, weight_decay=config.weight_decay)
     forget_loader = _loader(forget, config, offset=0)
     retain_loader = _loader(retain, config, offset=1) if retain is not None else None
@@ -68,9 +69,11 @@ def unlearn(
     ddp_model, optimizer, forget_loader = prepared[:3]
     retain_batches = _cycle(prepared[3]) if retain_loader else None
 
-    run = Training(accelerator, ddp_model, model, optimizer, forget_loader, retain_batches, reference, tokenizer, corpus, config, targets, metrics)
+    run = Training(accelerator, ddp_model, model, optimizer, forget_loader, retain_batches, reference, tokenizer, corpus, config, targets, metrics, projector)
     history, stop = run_epochs(run, show_progress)
     record = _record(model_dir, corpus_dir, out, config, model, accelerator, targets, metrics, history, stop)
+    if projector is not None:
+        record["resolved"]["rounding_cells"] = {"group_size": config.simulate_rounding_cells, "pinned_fraction": round(projector.pinned_fraction(), 4)}
     record["data"] = _data_summary(corpus, config, forget, retain)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
@@ -96,7 +99,22 @@ def check_inputs(model_dir: Path, corpus_dir: Path, out: Path, config: UnlearnCo
     for source, what in ((model_dir, "--model"), (corpus_dir, "--corpus")):
         if _overlaps(out, source):
             raise UnlearnopsError(f"--out {out}: overlaps {what} {source}, which writing OUT would replace; choose a separate directory")
+    _check_group_sizes(model_dir, config)
     return corpus
+
+
+def _check_group_sizes(model_dir: Path, config: UnlearnConfig) -> None:
+    """The RTN groups of the quantized stopping evaluation and of the simulation must tile every layer."""
+    sizes = {"stop_group_size": config.stop_group_size if config.stop_on == "quantized" else None, "simulate_rounding_cells": config.simulate_rounding_cells}
+    if not any(sizes.values()):
+        return
+    from ..quantize.core import linear_layers
+
+    linears, output = linear_layers(model_dir)
+    widths = sorted({width for name, width in linears.items() if name != output})
+    for field, size in sizes.items():
+        if size and any(width % size for width in widths):
+            raise UnlearnopsError(f"{field}: group size {size} does not divide every quantized layer's input width ({widths}); use a common divisor, e.g. 64")
 
 
 def _overlaps(a: Path, b: Path) -> bool:
@@ -131,18 +149,10 @@ def epoch_metrics(corpus: Corpus, config: UnlearnConfig, targets: dict) -> tuple
             raise UnlearnopsError("eval_limit: 0 turns off the per-epoch evaluation that the stop target needs; set it above 0 or drop the target")
         return ()
     for metric in targets:
-        if not _has(corpus, EPOCH_METRICS[metric]):
+        if not corpus.has(EPOCH_METRICS[metric]):
             raise UnlearnopsError(f"corpus {corpus.root}: missing {EPOCH_METRICS[metric]}.json, which the {metric} stop target is measured on")
     wanted = set(config.epoch_metrics) | set(targets)
-    return tuple(metric for metric, needs in EPOCH_METRICS.items() if metric in wanted and _has(corpus, needs))
-
-
-def _has(corpus: Corpus, name: str) -> bool:
-    try:
-        corpus.require(name)
-    except UnlearnopsError:
-        return False
-    return True
+    return tuple(metric for metric, needs in EPOCH_METRICS.items() if metric in wanted and corpus.has(needs))
 
 
 # ---- model, reference, data -------------------------------------------------------------------
@@ -176,6 +186,15 @@ def build_model(base, config: UnlearnConfig, *, device) -> tuple[Any, Reference 
         raise UnlearnopsError(f"lora_targets: {str(err).splitlines()[0]}; use 'all-linear' or names of linear modules") from None
     model.train()
     return model, (_adapter_free_logits(model) if needs_reference else None)
+
+
+def rounding_cells(model, config: UnlearnConfig):
+    """The simulation of the large-model regime (`simulate_rounding_cells`), or None."""
+    if config.simulate_rounding_cells is None:
+        return None
+    from ..rounding_cells import RoundingCellProjector
+
+    return RoundingCellProjector(model, group_size=config.simulate_rounding_cells)
 
 
 def _logits_of(frozen) -> Reference:
@@ -226,6 +245,7 @@ class Training:
     config: UnlearnConfig
     targets: dict
     metrics: tuple[str, ...]
+    projector: Any = None  # RoundingCellProjector when simulating the large-model regime
 
 
 def run_epochs(run: Training, show_progress: bool) -> tuple[list[dict], dict]:
@@ -242,7 +262,7 @@ def run_epochs(run: Training, show_progress: bool) -> tuple[list[dict], dict]:
             started = time.perf_counter()
             entry = train_epoch(run, total - steps_done, lambda loss: bar.update(task, advance=1, status=f"epoch {epoch} loss {loss:.3f}"))
             steps_done += entry["steps"]
-            entry["metrics"] = evaluate_epoch(run.accelerator, run.model, run.tokenizer, run.corpus, run.metrics, config.eval_limit) if run.metrics else {}
+            entry["metrics"] = evaluate_epoch(run) if run.metrics else {}
             entry["seconds"] = round(time.perf_counter() - started, 2)
             history.append({"epoch": epoch, **entry})
             met, why = targets_met(entry["metrics"], run.targets)
@@ -294,6 +314,8 @@ def train_step(run: Training, forget: Batch, retain: Batch | None) -> dict[str, 
     run.accelerator.backward(loss)
     run.optimizer.step()
     run.optimizer.zero_grad(set_to_none=True)
+    if run.projector is not None:
+        run.projector.project()
     return {"loss": loss.item(), **terms}
 
 
@@ -303,26 +325,38 @@ def _mean_over_processes(accelerator, value: float) -> float:
     return round(accelerator.reduce(torch.tensor(value, device=accelerator.device), reduction="mean").item(), 6)
 
 
-def evaluate_epoch(accelerator, model, tokenizer, corpus: Corpus, metrics: tuple[str, ...], limit: int) -> dict[str, float]:
+def evaluate_epoch(run: Training) -> dict[str, float]:
     """Measure the model now, on the main process; every process gets the same numbers."""
     from accelerate.utils import broadcast_object_list
 
-    result = [measure(model, tokenizer, corpus, metrics, limit) if accelerator.is_main_process else None]
-    if accelerator.num_processes > 1:
+    result = [stopping_measure(run) if run.accelerator.is_main_process else None]
+    if run.accelerator.num_processes > 1:
         broadcast_object_list(result)
     return result[0]
 
 
+def stopping_measure(run: Training) -> dict[str, float]:
+    """The stopping evaluation: the trained weights, or (stop_on: quantized) a copy quantized with
+    stop_scheme, i.e. the model that will ship."""
+    config = run.config
+    if config.stop_on == "full-precision":
+        return measure(run.model, run.tokenizer, run.corpus, run.metrics, config.eval_limit)
+    from .quantized_copy import quantized_copy
+
+    model, tokenizer = quantized_copy(run.model, run.tokenizer, run.corpus, config.stop_scheme, config.stop_group_size)
+    return measure(model, tokenizer, run.corpus, run.metrics, config.eval_limit)
+
+
 def measure(model, tokenizer, corpus: Corpus, metrics: tuple[str, ...], limit: int) -> dict[str, float]:
-    """The stopping evaluation of one model: the single place a later `--stop-on quantized`
-    would hook in (quantize a copy of `model`, then measure that)."""
+    """One model's scores on the first `limit` items of each metric's file."""
     from ..evaluate import evaluate_loaded
 
+    was_training = model.training
     model.eval()
     try:
         scores = evaluate_loaded(model, tokenizer, corpus, limit=limit, metrics=metrics)
     finally:
-        model.train()
+        model.train(was_training)
     return {metric: round(float(scores[metric]), 3) for metric in metrics}
 
 
@@ -369,7 +403,7 @@ def _record(model_dir, corpus_dir, out, config, model, accelerator, targets, met
         "out": str(out),
         "config": config.model_dump(),
         "resolved": resolved,
-        "stopping": {"targets": targets, "metrics": list(metrics), "eval_limit": config.eval_limit, "measured_on": config.stop_on},
+        "stopping": {"targets": targets, "metrics": list(metrics), "eval_limit": config.eval_limit, "measured_on": _measured_on(config)},
         "epochs": history,
         "chosen_epoch": stop["chosen_epoch"],
         "stop_reason": stop["reason"],
@@ -377,6 +411,13 @@ def _record(model_dir, corpus_dir, out, config, model, accelerator, targets, met
         "final_metrics": history[-1]["metrics"] if history else {},
         "versions": {"unlearnops": __version__, "torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__},
     }
+
+
+def _measured_on(config: UnlearnConfig) -> str:
+    """Which model the stopping rule measured, as train.json says it."""
+    if config.stop_on == "quantized":
+        return f"quantized ({config.stop_scheme}, group {config.stop_group_size})"
+    return "full-precision"
 
 
 def save_outputs(model, tokenizer, config: UnlearnConfig, out: Path, record: dict) -> None:

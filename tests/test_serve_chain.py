@@ -1,0 +1,160 @@
+"""Acceptance: forget request -> pipeline -> promote -> `unlearnops serve` (real vLLM) -> audit.
+
+Everything goes through the CLI, `serve` as its own process (as an operator or systemd runs
+it) and stopped with SIGTERM. One vLLM start (~45-150 s on 2 shared CPU cores).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from helpers import write_bench_request
+from unlearnops import audit, serve
+
+pytestmark = [
+    pytest.mark.vllm,
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not os.environ.get(serve.VLLM_PYTHON_ENV),
+        reason=f"needs the vLLM serving venv: run `bash deploy/setup-vllm.sh` and set {serve.VLLM_PYTHON_ENV}=.venv-vllm/bin/python",
+    ),
+]
+
+REPO = Path(__file__).resolve().parents[1]
+CI = REPO / "pipelines" / "ci.yaml"
+REQUEST_ID = "tiny-serve-0001"
+API_KEY = "chain-key-0123456789"
+START_TIMEOUT_S = 300
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _http(method: str, url: str, body: dict | None = None, key: str | None = None) -> tuple[int, dict]:
+    request = urllib.request.Request(url, method=method, data=json.dumps(body).encode() if body else None)
+    request.add_header("Content-Type", "application/json")
+    if key:
+        request.add_header("Authorization", f"Bearer {key}")
+    try:
+        with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(request, timeout=120) as response:
+            return response.status, json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as err:
+        return err.code, {}
+
+
+def _json(result) -> dict:
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def _wait_live(process: subprocess.Popen, log: audit.AuditLog, stderr_path: Path) -> dict:
+    """The deployment.started record (written once /health is 200), or fail with serve's stderr."""
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"`unlearnops serve` exited {process.returncode} before serving:\n{stderr_path.read_text()[-3000:]}")
+        live = log.status()["live"] if log.path.exists() else []
+        if live:
+            return live[0]
+        time.sleep(1.0)
+    pytest.fail(f"no live deployment after {START_TIMEOUT_S} s:\n{stderr_path.read_text()[-3000:]}")
+
+
+@pytest.fixture
+def chain_workspace(tiny_bench, tmp_path, monkeypatch):
+    workspace = tmp_path / "workspace"
+    shutil.copytree(tiny_bench, workspace / "bench" / "tiny")  # the request's bench, prebuilt
+    monkeypatch.setenv("UNLEARNOPS_HOME", str(workspace))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return workspace
+
+
+def test_request_to_served_version_to_verified_audit_log(cli, chain_workspace, tmp_path):
+    workspace = chain_workspace
+    log = audit.AuditLog(workspace / "audit.jsonl")
+
+    # 1. one pipeline run registers a gate-passed candidate; promote it
+    summary = _json(cli("run", "--request", write_bench_request(tmp_path / "request.json", REQUEST_ID), "--pipeline", CI, "--json"))
+    assert summary["passed"], summary["failures"]
+    name, version = summary["version"]["name"], str(summary["version"]["version"])
+    promoted = _json(cli("promote", "--model", f"{name}/{version}", "--json"))
+    assert "production" in promoted["aliases"]
+
+    # 2. the command the CLI will run: the W4A16 compressed-tensors artifact gets float16 on a CPU vLLM
+    plan = _json(cli("serve", "--model", f"{name}@production", "--api-key", API_KEY, "--dry-run", "--json"))
+    argv = plan["command"]["argv"]
+    cpu = serve.is_cpu_vllm(os.environ[serve.VLLM_PYTHON_ENV])
+    assert (argv[argv.index("--dtype") + 1] if "--dtype" in argv else None) == ("float16" if cpu else None)
+
+    # 3. the real CLI serves it in its own process
+    port, stderr_path = _free_port(), tmp_path / "serve.stderr"
+    with open(stderr_path, "wb") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "unlearnops.cli", "serve", "--model", f"{name}@production", "--api-key", API_KEY,
+             "--port", str(port), "--max-model-len", "512", "--health-timeout", str(START_TIMEOUT_S), "--json"],
+            stdout=subprocess.PIPE, stderr=stderr, stdin=subprocess.DEVNULL,
+        )
+    try:
+        started = _wait_live(process, log, stderr_path)
+        base, served = f"http://127.0.0.1:{port}", f"{name}/{version}"
+        status, models = _http("GET", base + "/v1/models", key=API_KEY)
+        assert status == 200 and [m["id"] for m in models["data"]] == [served]
+        prompt = {"model": served, "prompt": "The", "max_tokens": 4, "temperature": 0}
+        status, completion = _http("POST", base + "/v1/completions", prompt, key=API_KEY)
+        assert status == 200 and isinstance(completion["choices"][0]["text"], str)
+        assert _http("POST", base + "/v1/completions", prompt)[0] == 401
+
+        live = _json(cli("audit", "status", "--json"))
+        assert [d["deployment_id"] for d in live["live"]] == [started["deployment_id"]]
+        assert (live["live"][0]["name"], live["live"][0]["version"]) == (name, version)
+        assert REQUEST_ID in live["live"][0]["request_ids"] and REQUEST_ID in live["satisfied"]
+        assert REQUEST_ID not in {p["request_id"] for p in live["pending"]}
+    finally:
+        process.send_signal(signal.SIGTERM)  # what systemd / kubectl send
+        out, _ = process.communicate(timeout=90)
+    assert process.returncode == 0, stderr_path.read_text()[-3000:]
+    assert json.loads(out)["served_model_name"] == served  # the ready document
+
+    # 4. stopped: nothing live, the chain and the registry anchors verify
+    after = _json(cli("audit", "status", "--json"))
+    assert after["live"] == [] and REQUEST_ID in {p["request_id"] for p in after["pending"]}
+    records = {r["event"]: r["fields"] for r in log.records() if r["event"].startswith("deployment.")}
+    assert records[audit.DEPLOYMENT_STOPPED]["reason"] == "signal SIGTERM"
+    recorded = records[audit.DEPLOYMENT_STARTED]
+    assert (recorded["host"], recorded["port"], recorded["api_key_required"]) == ("127.0.0.1", port, True)
+    assert len(recorded["artifact_sha256"]) == 64 and recorded["request_ids"] == [REQUEST_ID]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", port))  # vLLM is gone with serve: its port is free again
+    verified = _json(cli("audit", "verify", "--json"))
+    assert verified["ok"] and verified["versions_checked"] >= 2
+    assert API_KEY not in log.path.read_text()
+
+    # 5. a copy of the log with one field edited fails verify, naming that record
+    tampered_ws = tmp_path / "tampered"
+    tampered_ws.mkdir()
+    lines = log.path.read_text().splitlines()
+    target = next(i for i, line in enumerate(lines) if json.loads(line)["event"] == audit.DEPLOYMENT_STARTED)
+    record = json.loads(lines[target])
+    record["fields"]["port"] = port + 1  # the hash is left as it was
+    lines[target] = json.dumps(record, separators=(",", ":"), sort_keys=True)
+    (tampered_ws / "audit.jsonl").write_text("\n".join(lines) + "\n")
+    failed = cli("audit", "verify", "--workspace", tampered_ws, "--json")
+    assert failed.exit_code == 1
+    assert json.loads(failed.stdout)["first_bad_seq"] == record["seq"]
+    human = cli("audit", "verify", "--workspace", tampered_ws)
+    assert human.exit_code == 1 and f"record {record['seq']}" in human.stdout
