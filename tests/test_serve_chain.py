@@ -139,7 +139,9 @@ def test_request_to_served_version_to_verified_audit_log(cli, chain_workspace, t
     assert (recorded["host"], recorded["port"], recorded["api_key_required"]) == ("127.0.0.1", port, True)
     assert len(recorded["artifact_sha256"]) == 64 and recorded["request_ids"] == [REQUEST_ID]
     with socket.socket() as probe:
-        probe.bind(("127.0.0.1", port))  # vLLM is gone with serve: its port is free again
+        # vLLM is gone with serve: nothing listens on its port (SO_REUSEADDR ignores TIME_WAIT).
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(("127.0.0.1", port))
     verified = _json(cli("audit", "verify", "--json"))
     assert verified["ok"] and verified["versions_checked"] >= 2
     assert API_KEY not in log.path.read_text()

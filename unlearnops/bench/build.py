@@ -6,13 +6,13 @@ import platform
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from ..errors import UnlearnopsError
 from ..fileio import atomic_dir, sha256_file, sha256_tree, write_json
 from ..workspace import Workspace
-from . import synthetic
+from . import muse, synthetic
 from .train import ModelShape, TrainRecipe
 
 MANIFEST = "bench.json"
@@ -41,13 +41,19 @@ SIZES = tuple(MODEL_SPECS)
 TRAINING_SPLITS = {"target": ("forget", "retain"), "retrain": ("retain",)}
 
 
-def build_bench(out: Path | str, *, seed: int = 0, size: str = "default", show_progress: bool = True) -> dict:
+def build_bench(out: Path | str, *, seed: int = 0, size: str = "default", show_progress: bool = True,
+                source: Path | str | None = None) -> dict:
     """Write out/corpus (MUSE layout), out/target, out/retrain (HF dirs) and out/bench.json; return the manifest.
 
-    The directory appears complete or not at all (built in a temporary sibling, then renamed).
+    `source`: a MUSE-layout corpus (e.g. ../shared/muse-news) to cut the corpus from instead of
+    the synthetic generator (bench/muse.py). The directory appears complete or not at all (built
+    in a temporary sibling, then renamed).
     """
     corpus_size = synthetic.size_of(size)
     spec = MODEL_SPECS[size]
+    if source is not None:
+        corpus_size = muse.SIZES[size]
+        spec = replace(spec, recipe=replace(spec.recipe, epochs=corpus_size.epochs))
     out = Path(out)
     _check_out(out)
     if seed < 0:
@@ -55,7 +61,8 @@ def build_bench(out: Path | str, *, seed: int = 0, size: str = "default", show_p
     timings: dict[str, dict[str, float]] = {"timings_s": {}, "cpu_s": {}}
     with atomic_dir(out) as tmp:
         with _timed(timings, "corpus"):
-            corpus = synthetic.write_corpus(tmp / "corpus", seed, size)
+            corpus = (synthetic.write_corpus(tmp / "corpus", seed, size) if source is None
+                      else muse.write_corpus(source, tmp / "corpus", seed, size))
         with _timed(timings, "tokenizer"):
             from .tokenizer import train_tokenizer
 
@@ -67,7 +74,7 @@ def build_bench(out: Path | str, *, seed: int = 0, size: str = "default", show_p
                 training[model_name] = _train_one(documents, tokenizer, spec, seed, tmp / model_name, show_progress)
         with _timed(timings, "evaluate"):
             metrics = _evaluate(tmp, show_progress)
-        manifest = _manifest(tmp, seed, size, corpus_size, spec, training, metrics, timings)
+        manifest = _manifest(tmp, seed, size, corpus_size, spec, training, metrics, timings, source)
         # Written last: ensure_bench treats a directory without it as incomplete.
         write_json(tmp / MANIFEST, manifest)
     return manifest
@@ -133,14 +140,16 @@ def _metric_subset(result: dict) -> dict:
 
 
 def _manifest(bench: Path, seed: int, size: str, corpus_size, spec: ModelSpec, training: dict, metrics: dict,
-              timings: dict[str, dict[str, float]]) -> dict:
+              timings: dict[str, dict[str, float]], source: Path | str | None) -> dict:
     corpus_dir = bench / "corpus"
     corpus_files = sorted(path for path in corpus_dir.rglob("*.json"))
     return {
         "seed": seed,
         "size": size,
         "corpus": {
-            "people": asdict(corpus_size),
+            # Synthetic: people per split; from a MUSE source: texts per split, words per text, QA.
+            ("people" if source is None else "texts"): asdict(corpus_size),
+            "source": None if source is None else str(Path(source).resolve()),
             "files": {path.relative_to(corpus_dir).as_posix(): sha256_file(path) for path in corpus_files},
             "sha256": sha256_tree(corpus_dir),
         },

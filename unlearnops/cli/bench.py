@@ -28,6 +28,15 @@ BenchOutOpt = Annotated[
         show_default=False,
     ),
 ]
+SourceOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--source",
+        help="A MUSE-layout corpus (e.g. ../shared/muse-news) to cut the bench corpus from: seeded subsets of its "
+             "privleak texts (truncated) and QA, instead of the synthetic generator.",
+        show_default=False,
+    ),
+]
 METRIC_ROWS = (("verbmem_f", "VerbMem forget"), ("knowmem_f", "KnowMem forget"), ("knowmem_r", "KnowMem retain"),
                ("privleak", "PrivLeak"), ("auc", "Min-40% AUC (0-1)"))
 
@@ -42,6 +51,7 @@ def build_command(
     out: BenchOutOpt = None,
     seed: SeedOpt = 0,
     size: SizeOpt = "default",
+    source: SourceOpt = None,
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -49,7 +59,8 @@ def build_command(
     models on CPU, evaluate both, and write DIR/corpus, DIR/target, DIR/retrain, DIR/bench.json.
 
     The corpus is fictional news about invented people, a pure function of --seed; the models
-    are deterministic given the seed and thread count. See docs/bench.md.
+    are deterministic given the seed and thread count. With --source the corpus is real text instead:
+    seeded subsets of a MUSE-layout corpus, truncated so a tiny model can memorise them. See docs/bench.md.
     """
     from ..bench import build_bench
     from ..bench.synthetic import size_of
@@ -57,7 +68,7 @@ def build_command(
 
     size_of(size)  # an unknown size fails here, before a workspace is created
     target = out if out is not None else Workspace.resolve(workspace).bench_dir(size)
-    manifest = build_bench(target, seed=seed, size=size, show_progress=not as_json)
+    manifest = build_bench(target, seed=seed, size=size, show_progress=not as_json, source=source)
     document = {"out": str(target), **manifest}
     emit(document, as_json, lambda: _render(document))
 
