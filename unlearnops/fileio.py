@@ -117,6 +117,19 @@ def read_json(path: Path | str, *, max_bytes: int = MAX_JSON_BYTES, max_depth: i
     return parse_json(read_text(path, max_bytes=max_bytes), source=str(path), max_depth=max_depth)
 
 
+def read_yaml_mapping(path: Path | str, *, what: str, max_bytes: int = 1024 * 1024) -> dict:
+    """A YAML file that must hold a mapping (pipelines, policies, settings), read with the caps above."""
+    import yaml
+
+    try:
+        document = yaml.safe_load(read_text(path, max_bytes=max_bytes)) or {}
+    except yaml.YAMLError as err:
+        raise UnlearnopsError(f"{path}: invalid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(document, dict):
+        raise UnlearnopsError(f"{path}: expected a mapping of {what}")
+    return document
+
+
 def canonical_json(value: Any) -> bytes:
     """Canonical JSON (sorted keys, no whitespace, UTF-8): the bytes that hashes are taken over."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()

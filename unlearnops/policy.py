@@ -59,17 +59,11 @@ class Policy(BaseModel):
     @classmethod
     def from_yaml(cls, path: Path | str) -> "Policy":
         """Read the `gate:` section of a pipeline YAML, or a bare policy YAML."""
-        import yaml
         from pydantic import ValidationError
 
-        from .fileio import read_text
+        from .fileio import read_yaml_mapping
 
-        try:
-            document = yaml.safe_load(read_text(path, max_bytes=1024 * 1024)) or {}
-        except yaml.YAMLError as err:
-            raise UnlearnopsError(f"{path}: invalid YAML ({err})") from None
-        if not isinstance(document, dict):
-            raise UnlearnopsError(f"{path}: expected a mapping of thresholds")
+        document = read_yaml_mapping(path, what="thresholds")
         section = document.get("gate", document)
         try:
             return cls.model_validate(section)

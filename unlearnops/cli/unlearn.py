@@ -85,20 +85,11 @@ def _is_main_process() -> bool:
 def _read_config_file(path: Path | None) -> dict:
     if path is None:
         return {}
-    import yaml
+    from ..fileio import read_yaml_mapping
 
-    from ..errors import UnlearnopsError
-    from ..fileio import read_text
-
-    try:
-        document = yaml.safe_load(read_text(path, max_bytes=1024 * 1024)) or {}
-    except yaml.YAMLError as err:
-        raise UnlearnopsError(f"{path}: invalid YAML ({str(err).splitlines()[0]})") from None
-    if isinstance(document, dict) and isinstance(document.get("unlearn"), dict):
-        document = document["unlearn"]
-    if not isinstance(document, dict):
-        raise UnlearnopsError(f"{path}: expected a mapping of unlearn settings")
-    return document
+    document = read_yaml_mapping(path, what="unlearn settings")
+    section = document.get("unlearn")
+    return section if isinstance(section, dict) else document
 
 
 def _render(record: dict) -> None:

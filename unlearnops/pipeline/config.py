@@ -75,20 +75,13 @@ class PipelineConfig(_Section):
     @classmethod
     def load(cls, path: Path | str | None) -> "PipelineConfig":
         """Read a pipeline YAML; no path = pipelines/default.yaml (here, else the checkout's), else built-in defaults."""
-        import yaml
-
-        from ..fileio import read_text
+        from ..fileio import read_yaml_mapping
 
         if path is None:
             path = next((candidate for candidate in (DEFAULT_PIPELINE, CHECKOUT_PIPELINE) if candidate.is_file()), None)
             if path is None:
                 return cls()
-        try:
-            document = yaml.safe_load(read_text(path, max_bytes=1024 * 1024)) or {}
-        except yaml.YAMLError as err:
-            raise UnlearnopsError(f"{path}: invalid YAML ({str(err).splitlines()[0]})") from None
-        if not isinstance(document, dict):
-            raise UnlearnopsError(f"{path}: expected a mapping with sections name, bench, unlearn, quantize, evaluate, gate, register")
+        document = read_yaml_mapping(path, what="sections name, bench, unlearn, quantize, evaluate, gate, register")
         try:
             config = cls.model_validate(document)
         except ValidationError as err:
