@@ -20,7 +20,6 @@ Appends from several processes are serialised by a file lock around read-head + 
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 from collections.abc import Iterable, Iterator
@@ -29,7 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .errors import UnlearnopsError
+from .errors import UnlearnopsError, did_you_mean
 from .fileio import canonical_json, parse_json, sha256_bytes
 
 GENESIS = "0" * 64
@@ -381,8 +380,7 @@ def _parse_time(text: str) -> datetime:
 # ---- validation of what goes in -------------------------------------------------------------
 def _check_event(event: str, fields: dict[str, Any]) -> None:
     if event not in EVENTS:
-        close = difflib.get_close_matches(event, list(EVENTS), n=1)
-        hint = f"did you mean '{close[0]}'?" if close else f"use one of: {', '.join(EVENTS)}"
+        hint = did_you_mean(event, EVENTS).rstrip() or f"use one of: {', '.join(EVENTS)}"
         raise UnlearnopsError(f"audit event '{event}': unknown; {hint}")
     missing = [name for name in EVENTS[event] if fields.get(name) in (None, "")]
     if missing:

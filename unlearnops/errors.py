@@ -17,3 +17,13 @@ class UnlearnopsError(Exception):
 
 class UsageError(UnlearnopsError):
     exit_code = 2
+
+
+def did_you_mean(name: object, choices, *, cutoff: float = 0.6) -> str:
+    """"did you mean 'x'? " for a mistyped registry name, or "" when nothing is close."""
+    import difflib
+
+    if not isinstance(name, str):
+        return ""
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=cutoff)
+    return f"did you mean '{close[0]}'? " if close else ""

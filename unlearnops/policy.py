@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .errors import UnlearnopsError
+from .errors import UnlearnopsError, did_you_mean
 
 # Direction of each threshold: "max" = measured value must be <= threshold, "min" = >=.
 DIRECTIONS: dict[str, Literal["max", "min"]] = {
@@ -45,7 +45,7 @@ class Policy(BaseModel):
             return self
         for name, value in overrides.items():
             if name not in DIRECTIONS:
-                raise UnlearnopsError(f"policy_overrides.{name}: unknown threshold; use one of {sorted(DIRECTIONS)}")
+                raise UnlearnopsError(f"policy_overrides.{name}: unknown threshold; {did_you_mean(name, DIRECTIONS)}use one of {sorted(DIRECTIONS)}")
             current = getattr(self, name)
             looser = value > current if DIRECTIONS[name] == "max" else value < current
             if looser:

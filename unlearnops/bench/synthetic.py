@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..corpus import QA, Corpus, VerbmemItem
-from ..errors import UnlearnopsError
+from ..errors import UnlearnopsError, did_you_mean
 
 
 @dataclass(frozen=True)
@@ -280,9 +280,5 @@ def write_corpus(out: Path | str, seed: int = 0, size: str = "default") -> Corpu
 
 def size_of(size: str) -> CorpusSize:
     if size not in SIZES:
-        import difflib
-
-        close = difflib.get_close_matches(size, SIZES, n=1, cutoff=0.5)
-        hint = f"did you mean '{close[0]}'? " if close else ""
-        raise UnlearnopsError(f"--size: unknown bench size '{size}'; {hint}choose one of {', '.join(SIZES)}")
+        raise UnlearnopsError(f"--size: unknown bench size '{size}'; {did_you_mean(size, SIZES, cutoff=0.5)}choose one of {', '.join(SIZES)}")
     return SIZES[size]

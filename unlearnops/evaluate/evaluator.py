@@ -8,7 +8,6 @@ metrics is an error.
 
 from __future__ import annotations
 
-import difflib
 import json
 import time
 from collections.abc import Sequence
@@ -16,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..corpus import Corpus
-from ..errors import UnlearnopsError, UsageError
+from ..errors import UnlearnopsError, UsageError, did_you_mean
 from ..fileio import write_text
 from ..modeling import check_model_dir, load_causal_lm, precision_of
 from . import generation, muse
@@ -33,9 +32,7 @@ def select_metrics(names: Sequence[str] | None) -> list[str]:
         return list(muse.METRICS)
     for name in names:
         if name not in muse.METRICS:
-            close = difflib.get_close_matches(name, muse.METRICS, n=1)
-            hint = f"did you mean '{close[0]}'? " if close else ""
-            raise UsageError(f"metric '{name}': unknown; {hint}choose from {', '.join(muse.METRICS)}")
+            raise UsageError(f"metric '{name}': unknown; {did_you_mean(name, muse.METRICS)}choose from {', '.join(muse.METRICS)}")
     return [name for name in muse.METRICS if name in names]
 
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..errors import UnlearnopsError
+from ..errors import UnlearnopsError, did_you_mean
 from . import bnb_backend, llmcompressor_backend
 from .job import QuantizeJob
 
@@ -43,6 +42,4 @@ SCHEMES: dict[str, Scheme] = {
 def get_scheme(name: str) -> Scheme:
     if name in SCHEMES:
         return SCHEMES[name]
-    close = difflib.get_close_matches(name, SCHEMES, n=1)
-    hint = f"did you mean '{close[0]}'? " if close else ""
-    raise UnlearnopsError(f"--scheme: unknown scheme '{name}'; {hint}choose one of {', '.join(SCHEMES)}")
+    raise UnlearnopsError(f"--scheme: unknown scheme '{name}'; {did_you_mean(name, SCHEMES)}choose one of {', '.join(SCHEMES)}")

@@ -13,7 +13,6 @@ Every path is relative to the request file's directory and must stay inside it.
 
 from __future__ import annotations
 
-import difflib
 import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -29,6 +28,8 @@ from pydantic import (
     ValidationInfo,
     field_validator,
 )
+
+from ..errors import did_you_mean
 
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{2,63}$"
 MODEL_REF_PATTERN = r"^models:/[A-Za-z0-9][A-Za-z0-9._-]{0,127}(@[A-Za-z][A-Za-z0-9_-]{0,63}|/[1-9][0-9]{0,8})$"
@@ -275,12 +276,10 @@ def _did_you_mean(value: Any, expected: str) -> str:
     if not isinstance(value, str) or len(value) > 64:
         return ""
     choices = [choice.strip("'") for choice in expected.replace(" or ", ", ").split(", ")]
-    close = difflib.get_close_matches(value, choices, n=1, cutoff=0.5)
-    return f"; did you mean '{close[0]}'?" if close else ""
+    hint = did_you_mean(value, choices, cutoff=0.5).rstrip()
+    return f"; {hint}" if hint else ""
 
 
 def _unknown_field(name: str, model: type[BaseModel]) -> str:
     allowed = sorted(model.model_fields)
-    close = difflib.get_close_matches(name, allowed, n=1)
-    hint = f"did you mean '{close[0]}'? " if close else ""
-    return f"unknown field; {hint}remove it (allowed here: {', '.join(allowed)})"
+    return f"unknown field; {did_you_mean(name, allowed)}remove it (allowed here: {', '.join(allowed)})"

@@ -8,12 +8,11 @@ the frozen copy only kept, by losses registered with `uses_reference=True`.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..errors import UnlearnopsError
+from ..errors import UnlearnopsError, did_you_mean
 from . import losses
 
 if TYPE_CHECKING:
@@ -78,6 +77,4 @@ def lookup(registry: dict, name: str, *, what: str):
     """The registry entry for `name`, or a clear error that lists the choices and a close match."""
     if name in registry:
         return registry[name]
-    close = difflib.get_close_matches(name, list(registry), n=1)
-    hint = f"did you mean '{close[0]}'? " if close else ""
-    raise UnlearnopsError(f"{what}: unknown name '{name}'; {hint}choose one of {', '.join(sorted(registry))}")
+    raise UnlearnopsError(f"{what}: unknown name '{name}'; {did_you_mean(name, registry)}choose one of {', '.join(sorted(registry))}")
