@@ -27,3 +27,9 @@ def did_you_mean(name: object, choices, *, cutoff: float = 0.6) -> str:
         return ""
     close = difflib.get_close_matches(name, list(choices), n=1, cutoff=cutoff)
     return f"did you mean '{close[0]}'? " if close else ""
+
+
+def first_validation_error(err) -> tuple[str, str]:
+    """(dotted field path, message) of a pydantic ValidationError's first error, for one-line errors."""
+    first = err.errors()[0]
+    return ".".join(str(part) for part in first["loc"]) or "(root)", first["msg"]

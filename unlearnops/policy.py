@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .errors import UnlearnopsError, did_you_mean
+from .errors import UnlearnopsError, did_you_mean, first_validation_error
 
 # Direction of each threshold: "max" = measured value must be <= threshold, "min" = >=.
 DIRECTIONS: dict[str, Literal["max", "min"]] = {
@@ -68,6 +68,5 @@ class Policy(BaseModel):
         try:
             return cls.model_validate(section)
         except ValidationError as err:
-            first = err.errors()[0]
-            field = ".".join(str(part) for part in first["loc"])
-            raise UnlearnopsError(f"{path}: gate.{field}: {first['msg']}") from None
+            field, message = first_validation_error(err)
+            raise UnlearnopsError(f"{path}: gate.{field}: {message}") from None

@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..errors import UnlearnopsError
+from ..errors import UnlearnopsError, first_validation_error
 from ..policy import Policy
 
 DEFAULT_PIPELINE = Path("pipelines") / "default.yaml"
@@ -85,8 +85,7 @@ class PipelineConfig(_Section):
         try:
             config = cls.model_validate(document)
         except ValidationError as err:
-            first = err.errors()[0]
-            field = ".".join(str(part) for part in first["loc"])
-            raise UnlearnopsError(f"{path}: {field}: {first['msg']}; see the comments in pipelines/default.yaml") from None
+            field, message = first_validation_error(err)
+            raise UnlearnopsError(f"{path}: {field}: {message}; see the comments in pipelines/default.yaml") from None
         config.unlearn_config()  # fail on a bad unlearn section now, not after the first stages
         return config

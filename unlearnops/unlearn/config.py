@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ..errors import UnlearnopsError
+from ..errors import UnlearnopsError, first_validation_error
 
 # Learning rate per mode when `lr` is not given, measured on the bench (docs/unlearn.md); both are
 # far above MUSE's 1e-5, which does not move a 1M-parameter model trained at 3e-3 in minutes.
@@ -118,6 +118,5 @@ def config_from(settings: dict[str, Any], *, source: str = "unlearn config") -> 
     try:
         return UnlearnConfig.model_validate(settings)
     except ValidationError as err:
-        first = err.errors()[0]
-        field = ".".join(str(part) for part in first["loc"]) or "(root)"
-        raise UnlearnopsError(f"{source}: field '{field}': {first['msg']}; fix the value (see `unlearnops unlearn --help`)") from None
+        field, message = first_validation_error(err)
+        raise UnlearnopsError(f"{source}: field '{field}': {message}; fix the value (see `unlearnops unlearn --help`)") from None
