@@ -113,24 +113,27 @@ def _copy_baseline(tmp_path: Path) -> Path:
     return root / "request.json"
 
 
+def _set(request: Path, section: str, value) -> None:
+    """Rewrite one top-level field of the request file."""
+    document = json.loads(request.read_text())
+    document[section] = value
+    request.write_text(json.dumps(document))
+
+
 def test_symlinked_data_file_escaping_the_request_dir_is_refused(tmp_path):
     request = _copy_baseline(tmp_path)
     outside = tmp_path / "outside.json"
     outside.write_text(json.dumps(["a text outside the request directory"] * 12))
     link = request.parent / "data" / "linked.json"
     link.symlink_to(outside)
-    document = json.loads(request.read_text())
-    document["forget"]["texts"] = "data/linked.json"
-    request.write_text(json.dumps(document))
+    _set(request, "forget", {**json.loads(request.read_text())["forget"], "texts": "data/linked.json"})
     _failure(validate_request(request), "forget.texts", "resolves outside the base directory")
 
 
 def test_symlinked_corpus_escaping_the_request_dir_is_refused(tmp_path):
     request = _copy_baseline(tmp_path)
     (request.parent / "data" / "corpus").symlink_to(CORPUS / "data" / "corpus-forget-only")
-    document = json.loads(request.read_text())
-    document["forget"] = {"corpus": "data/corpus"}
-    request.write_text(json.dumps(document))
+    _set(request, "forget", {"corpus": "data/corpus"})
     _failure(validate_request(request), "forget.corpus", "resolves outside the base directory")
 
 
@@ -138,15 +141,11 @@ def test_symlink_loop_is_refused(tmp_path):
     request = _copy_baseline(tmp_path)
     loop = request.parent / "data" / "loop.json"
     loop.symlink_to(loop)
-    document = json.loads(request.read_text())
-    document["holdout"]["texts"] = "data/loop.json"
-    request.write_text(json.dumps(document))
+    _set(request, "holdout", {**json.loads(request.read_text())["holdout"], "texts": "data/loop.json"})
     _failure(validate_request(request), "holdout.texts", "cannot be resolved")
 
 
 def test_oversized_request_file_is_refused(tmp_path):
     request = _copy_baseline(tmp_path)
-    document = json.loads(request.read_text())
-    document["description"] = "x" * (1024 * 1024)
-    request.write_text(json.dumps(document))
+    _set(request, "description", "x" * (1024 * 1024))
     _failure(validate_request(request), "request", "exceeds the cap of 1048576 bytes")
