@@ -10,13 +10,27 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from ..errors import UnlearnopsError
-from ..fileio import atomic_dir, sha256_file, sha256_tree, write_json
+from ..fileio import atomic_dir, read_json, sha256_file, sha256_tree, write_json
 from ..workspace import Workspace
 from . import muse, synthetic
 from .train import ModelShape, TrainRecipe
 
 MANIFEST = "bench.json"
 LAYOUT = ("corpus", "target", "retrain", MANIFEST)
+
+
+def recorded_metrics(bench: Path | str, model: str) -> dict:
+    """The metrics bench.json recorded for `model` ("target" or "retrain"); {} when `bench` is not a bench.
+
+    A bench corpus lives at BENCH/corpus, so callers holding a corpus pass its parent.
+    """
+    manifest = Path(bench) / MANIFEST
+    if not manifest.is_file():
+        return {}
+    document = read_json(manifest)
+    metrics = document.get("metrics") if isinstance(document, dict) else None
+    recorded = metrics.get(model) if isinstance(metrics, dict) else None
+    return recorded if isinstance(recorded, dict) else {}
 
 
 @dataclass(frozen=True)

@@ -199,12 +199,11 @@ class _Run:
             name, _, _ = registry.parse_ref(request.model)
             if name != registry.SOURCE_MODEL_NAME:
                 raise
-        from ..bench import ensure_bench
-        from ..fileio import read_json
+        from ..bench import ensure_bench, recorded_metrics
 
         bench = data.bench or ensure_bench(self.workspace, self.config.bench.size)
         self._progress("source", f"registering the bench target {bench / 'target'} as {registry.SOURCE_MODEL_NAME}@production")
-        target_metrics = (read_json(bench / "bench.json").get("metrics") or {}).get("target") or {}
+        target_metrics = recorded_metrics(bench, "target")
         registry.register_source_model(
             bench / "target",
             tracking_uri=self.tracking_uri,

@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..fileio import atomic_dir, canonical_json, read_json, sha256_bytes, sha256_tree
+from ..bench import MANIFEST, recorded_metrics
+from ..fileio import atomic_dir, canonical_json, sha256_bytes, sha256_tree
 
-BENCH_MANIFEST = "bench.json"
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ def corpus_of(resolved, workspace) -> RequestData:
     """The corpus directory for a request's resolved data (request.ResolvedData)."""
     if resolved.corpus_dir is not None:
         corpus = Path(resolved.corpus_dir)
-        bench = corpus.parent if (corpus.parent / BENCH_MANIFEST).is_file() else None
+        bench = corpus.parent if (corpus.parent / MANIFEST).is_file() else None
         return RequestData(corpus, sha256_tree(corpus), _retrain_auc(bench), bench)
     layout = resolved.to_corpus()
     content = {
@@ -46,8 +46,5 @@ def corpus_of(resolved, workspace) -> RequestData:
 
 
 def _retrain_auc(bench: Path | None) -> float | None:
-    if bench is None:
-        return None
-    retrain = (read_json(bench / BENCH_MANIFEST).get("metrics") or {}).get("retrain") or {}
-    auc = retrain.get("auc")
+    auc = recorded_metrics(bench, "retrain").get("auc") if bench else None
     return float(auc) if isinstance(auc, (int, float)) else None

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import UnlearnopsError
-from ..fileio import read_json, write_json
+from ..fileio import write_json
 from .core import quantize
 from .schemes import get_scheme
 
@@ -72,10 +72,9 @@ def quantize_report(
 
 def bench_retrain_auc(corpus_dir: Path) -> float | None:
     """The PrivLeak reference of a bench corpus (BENCH/corpus beside BENCH/bench.json), if there is one."""
-    manifest = corpus_dir.parent / "bench.json"
-    if not manifest.is_file():
-        return None
-    auc = ((read_json(manifest).get("metrics") or {}).get("retrain") or {}).get("auc")
+    from ..bench import recorded_metrics
+
+    auc = recorded_metrics(corpus_dir.parent, "retrain").get("auc")
     return float(auc) if isinstance(auc, (int, float)) else None
 
 

@@ -22,7 +22,7 @@ from .. import __version__
 from ..cli.output import progress
 from ..corpus import Corpus
 from ..errors import UnlearnopsError
-from ..fileio import atomic_dir, read_json, write_json
+from ..fileio import atomic_dir, write_json
 from ..modeling import check_model_dir, load_causal_lm
 from .config import UnlearnConfig
 from .data import Sequences, chunk_stream, missing_qa, split_texts
@@ -130,14 +130,13 @@ def stop_targets(config: UnlearnConfig, corpus_dir: Path) -> dict[str, dict[str,
         for metric, field in STOP_FIELDS.items()
         if getattr(config, field) is not None
     }
-    manifest = corpus_dir.parent / "bench.json"
-    if not targets and config.eval_limit and manifest.is_file():
-        document = read_json(manifest)
-        metrics = document.get("metrics") if isinstance(document, dict) else None
-        retrain = metrics.get("retrain") if isinstance(metrics, dict) else None
-        retrain_knowmem = retrain.get("knowmem_f") if isinstance(retrain, dict) else None
+    if not targets and config.eval_limit:
+        from ..bench import MANIFEST, recorded_metrics
+
+        retrain_knowmem = recorded_metrics(corpus_dir.parent, "retrain").get("knowmem_f")
         if isinstance(retrain_knowmem, (int, float)):
-            targets["knowmem_f"] = {"value": float(retrain_knowmem), "source": f"{manifest} metrics.retrain.knowmem_f (MUSE's rule)"}
+            source = f"{corpus_dir.parent / MANIFEST} metrics.retrain.knowmem_f (MUSE's rule)"
+            targets["knowmem_f"] = {"value": float(retrain_knowmem), "source": source}
     return targets
 
 
