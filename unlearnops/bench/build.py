@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import platform
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,6 +10,7 @@ from pathlib import Path
 
 from ..errors import UnlearnopsError
 from ..fileio import atomic_dir, read_json, sha256_file, sha256_tree, write_json
+from ..versions import library_versions
 from ..workspace import Workspace
 from . import muse, synthetic
 from .train import ModelShape, TrainRecipe
@@ -176,19 +176,8 @@ def _manifest(bench: Path, seed: int, size: str, corpus_size, spec: ModelSpec, t
         # Wall time per phase, and this process's CPU time: on a shared machine the wall time
         # grows with other load, the CPU time is what an uncontended core would need.
         **{kind: {phase: round(seconds, 2) for phase, seconds in values.items()} for kind, values in timings.items()},
-        "versions": _versions(),
+        "versions": library_versions("torch", "transformers", "tokenizers"),
     }
-
-
-def _versions() -> dict:
-    import tokenizers
-    import torch
-    import transformers
-
-    from .. import __version__
-
-    return {"unlearnops": __version__, "python": platform.python_version(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "tokenizers": tokenizers.__version__}
 
 
 @contextmanager

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import time
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from ..cli.output import progress
 from ..errors import UnlearnopsError
 from ..fileio import atomic_dir, sha256_tree, write_json
 from ..modeling import check_model_dir, is_quantized, precision_of, read_config
+from ..versions import library_versions
 from .calibration import CalibrationSet, resolve_calibration
 from .grid import weight_grid
 from .job import QuantizeJob
@@ -161,11 +161,4 @@ def _copy_tokenizer(model_dir: Path, out: Path) -> None:
 
 
 def _versions(spec: Scheme) -> dict[str, str]:
-    names = ["torch", "transformers", spec.library] + (["compressed-tensors"] if spec.library == "llmcompressor" else [])
-    found = {}
-    for name in names:
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            found[name] = "not installed"
-    return found
+    return library_versions("torch", "transformers", spec.library, *(["compressed-tensors"] if spec.library == "llmcompressor" else []))

@@ -18,12 +18,12 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from .. import __version__
 from ..cli.output import progress
 from ..corpus import Corpus
 from ..errors import UnlearnopsError
 from ..fileio import atomic_dir, write_json
 from ..modeling import check_model_dir, load_causal_lm
+from ..versions import library_versions
 from .config import UnlearnConfig
 from .data import Sequences, chunk_stream, missing_qa, split_texts
 from .methods import METHODS, REGULARIZERS, Batch, lookup
@@ -378,9 +378,6 @@ def _data_summary(corpus: Corpus, config: UnlearnConfig, forget: Sequences, reta
 
 
 def _record(model_dir, corpus_dir, out, config, model, accelerator, targets, metrics, history, stop) -> dict:
-    import peft
-    import transformers
-
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     resolved = {
@@ -408,7 +405,7 @@ def _record(model_dir, corpus_dir, out, config, model, accelerator, targets, met
         "stop_reason": stop["reason"],
         "target_met": stop["target_met"],
         "final_metrics": history[-1]["metrics"] if history else {},
-        "versions": {"unlearnops": __version__, "torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__},
+        "versions": library_versions("torch", "transformers", "peft", "accelerate"),
     }
 
 
