@@ -46,6 +46,11 @@ def save_tiny_llama(out: Path, texts: list[str], **sizes) -> Path:
     return out
 
 
+def json_files(root: Path) -> dict[str, bytes]:
+    """Every JSON file under root by relative path, as bytes (to compare corpora byte for byte)."""
+    return {path.relative_to(root).as_posix(): path.read_bytes() for path in sorted(root.rglob("*.json"))}
+
+
 def write_bench_request(path: Path, request_id: str, *, model: str = "models:/unlearnops-bench@production", data: dict | None = None) -> Path:
     """A forget request on the embedded tiny bench (forget, retain and holdout from it)."""
     data = data or {"bench": "tiny"}

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import json_files
 from unlearnops.bench import build_bench, ensure_bench, is_complete
 from unlearnops.bench.synthetic import SIZES, generate, qa_block, write_corpus
 from unlearnops.corpus import Corpus
@@ -17,10 +18,6 @@ from unlearnops.workspace import Workspace
 SHARED_MUSE_NEWS = Path(__file__).resolve().parents[1].parent / "shared" / "muse-news"
 
 
-def _files(root: Path) -> dict[str, bytes]:
-    return {path.relative_to(root).as_posix(): path.read_bytes() for path in sorted(root.rglob("*.json"))}
-
-
 # ---- corpus: pure function of the seed, no training -------------------------------------------
 
 @pytest.mark.parametrize("size", list(SIZES))
@@ -28,21 +25,21 @@ def test_same_seed_gives_byte_identical_corpus(tmp_path, size):
     write_corpus(tmp_path / "a", seed=7, size=size)
     write_corpus(tmp_path / "b", seed=7, size=size)
     write_corpus(tmp_path / "c", seed=8, size=size)
-    first, second, other = _files(tmp_path / "a"), _files(tmp_path / "b"), _files(tmp_path / "c")
+    first, second, other = json_files(tmp_path / "a"), json_files(tmp_path / "b"), json_files(tmp_path / "c")
     assert first and first == second
     assert first["raw/forget.json"] != other["raw/forget.json"]
 
 
 def test_corpus_has_muse_file_names_and_shapes(tmp_path):
     write_corpus(tmp_path, seed=0, size="default")
-    names = set(_files(tmp_path))
+    names = set(json_files(tmp_path))
     assert names == {
         "raw/forget.json", "raw/retain.json", "raw/holdout.json", "verbmem/forget.json",
         "knowmem/forget_qa.json", "knowmem/forget_qa_icl.json", "knowmem/retain_qa.json", "knowmem/retain_qa_icl.json",
         "privleak/forget.json", "privleak/retain.json", "privleak/holdout.json",
     }
     if SHARED_MUSE_NEWS.is_dir():  # every file the real MUSE subset has, we have, in the same shape
-        for name in _files(SHARED_MUSE_NEWS):
+        for name in json_files(SHARED_MUSE_NEWS):
             assert name in names
             ours, theirs = json.loads((tmp_path / name).read_text()), json.loads((SHARED_MUSE_NEWS / name).read_text())
             assert type(ours[0]) is type(theirs[0])

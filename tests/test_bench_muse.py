@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import json_files
 from unlearnops.bench import build_bench, muse
 from unlearnops.bench.synthetic import SIZES as SYNTHETIC_SIZES
 from unlearnops.bench.synthetic import qa_block
@@ -21,10 +22,6 @@ MUSE_FILES = {
 }
 
 
-def _files(root: Path) -> dict[str, bytes]:
-    return {path.relative_to(root).as_posix(): path.read_bytes() for path in sorted(root.rglob("*.json"))}
-
-
 def test_every_size_has_a_muse_subset():
     assert set(muse.SIZES) == set(SYNTHETIC_SIZES)
 
@@ -34,7 +31,7 @@ def test_subset_is_deterministic_and_in_muse_layout(tmp_path):
     muse.write_corpus(SHARED_MUSE_NEWS, tmp_path / "a", seed=3, size="default")
     muse.write_corpus(SHARED_MUSE_NEWS, tmp_path / "b", seed=3, size="default")
     muse.write_corpus(SHARED_MUSE_NEWS, tmp_path / "c", seed=4, size="default")
-    first, second, other = _files(tmp_path / "a"), _files(tmp_path / "b"), _files(tmp_path / "c")
+    first, second, other = json_files(tmp_path / "a"), json_files(tmp_path / "b"), json_files(tmp_path / "c")
     assert set(first) == MUSE_FILES and first == second
     assert first["privleak/forget.json"] != other["privleak/forget.json"]
     corpus, shape = Corpus.load(tmp_path / "a"), muse.SIZES["default"]
