@@ -70,6 +70,7 @@ def _weight_change(source_dir: Path, unlearned_dir: Path) -> dict:
     import torch
 
     from unlearnops.modeling import load_causal_lm
+    from unlearnops.quantize.groups import group_size_for
     from unlearnops.rounding_cells import changed_code_fraction, quantized_linears
 
     source, unlearned = load_causal_lm(source_dir).model, load_causal_lm(unlearned_dir).model
@@ -77,7 +78,7 @@ def _weight_change(source_dir: Path, unlearned_dir: Path) -> dict:
     delta = sum(float((after[name].weight - layer.weight).pow(2).sum()) for name, layer in before.items())
     norm = sum(float(layer.weight.pow(2).sum()) for layer in before.values())
     with torch.no_grad():
-        flipped = changed_code_fraction(source, unlearned, group_size=128)
+        flipped = changed_code_fraction(source, unlearned, group_size=group_size_for(source_dir, None))
     return {"relative_change": (delta / norm) ** 0.5, "codes_changed": flipped}
 
 

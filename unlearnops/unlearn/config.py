@@ -50,7 +50,7 @@ class UnlearnConfig(BaseModel):
         description="Which model the stopping evaluation measures: full-precision (the trained weights) or quantized (a copy quantized with stop_scheme: the model that ships).",
     )
     stop_scheme: str = Field("rtn-w4a16", description="Quantization scheme of the quantized stopping evaluation (the one the pipeline ships).")
-    stop_group_size: int = Field(128, ge=1, description="Group size of stop_scheme.")
+    stop_group_size: int | None = Field(None, ge=1, description="Group size of stop_scheme; default: chosen from the model as quantize does (largest of 128/64/32 dividing every width).")
     # A simulation tool, not a training option: reproduces the 7B regime where RTN rounding erases
     # the update (unlearnops/rounding_cells.py). Full mode only.
     simulate_rounding_cells: int | None = Field(

@@ -49,6 +49,7 @@ def unlearn(
     config = config or UnlearnConfig()
     model_dir, corpus_dir, out = Path(model_dir), Path(corpus_dir), Path(out)
     corpus = check_inputs(model_dir, corpus_dir, out, config)
+    config = with_group_sizes(model_dir, config)
     targets = stop_targets(config, corpus_dir)
     metrics = epoch_metrics(corpus, config, targets)
 
@@ -99,22 +100,19 @@ def check_inputs(model_dir: Path, corpus_dir: Path, out: Path, config: UnlearnCo
     for source, what in ((model_dir, "--model"), (corpus_dir, "--corpus")):
         if _overlaps(out, source):
             raise UnlearnopsError(f"--out {out}: overlaps {what} {source}, which writing OUT would replace; choose a separate directory")
-    _check_group_sizes(model_dir, config)
     return corpus
 
 
-def _check_group_sizes(model_dir: Path, config: UnlearnConfig) -> None:
-    """The RTN groups of the quantized stopping evaluation and of the simulation must tile every layer."""
-    sizes = {"stop_group_size": config.stop_group_size if config.stop_on == "quantized" else None, "simulate_rounding_cells": config.simulate_rounding_cells}
-    if not any(sizes.values()):
-        return
-    from ..quantize.core import linear_layers
+def with_group_sizes(model_dir: Path, config: UnlearnConfig) -> UnlearnConfig:
+    """The RTN groups of the quantized stopping evaluation and of the simulation must tile every layer
+    (quantize/groups.py, the one check); stop_group_size is chosen from the model when not given."""
+    from ..quantize.groups import group_size_for
 
-    linears, output = linear_layers(model_dir)
-    widths = sorted({width for name, width in linears.items() if name != output})
-    for field, size in sizes.items():
-        if size and any(width % size for width in widths):
-            raise UnlearnopsError(f"{field}: group size {size} does not divide every quantized layer's input width ({widths}); use a common divisor, e.g. 64")
+    if config.simulate_rounding_cells:
+        group_size_for(model_dir, config.simulate_rounding_cells, field="simulate_rounding_cells")
+    if config.stop_on != "quantized":
+        return config
+    return config.model_copy(update={"stop_group_size": group_size_for(model_dir, config.stop_group_size, field="stop_group_size")})
 
 
 def _overlaps(a: Path, b: Path) -> bool:
