@@ -99,8 +99,11 @@ def ensure_converted(name: str, cache_root: Path | str, *, show_progress: bool =
     return home / "model"
 
 
-def convert(name: str, out: Path | str, *, show_progress: bool = True) -> dict:
-    """Write OUT/model (float32 safetensors + tokenizer) and OUT/base.json from the packaged GGUF."""
+def convert(name: str, out: Path | str, *, show_progress: bool = True, loaded: tuple | None = None) -> dict:
+    """Write OUT/model (float32 safetensors + tokenizer) and OUT/base.json from the packaged GGUF.
+
+    `loaded`: the (model, tokenizer) `load_gguf` already returned for this file (saves a second read).
+    """
     base = get_base(name)
     path = gguf_path(name)
     digest = sha256_file(path)
@@ -108,7 +111,7 @@ def convert(name: str, out: Path | str, *, show_progress: bool = True) -> dict:
         raise UnlearnopsError(f"--base {name}: {path} has sha256 {digest}, expected {base.sha256}; reinstall it: {base.install}")
     started = time.perf_counter()
     _say(show_progress, f"converting {path.name} to safetensors (once per workspace)")
-    model, tokenizer = load_gguf(path)
+    model, tokenizer = loaded or load_gguf(path)
     with atomic_dir(Path(out)) as tmp:
         save_converted(model, tokenizer, tmp / "model")
         record = {

@@ -38,6 +38,7 @@ class UnlearnConfig(BaseModel):
     npo_beta: float = Field(0.01, gt=0, description="NPO's inverse temperature beta (paper: 0.1).")
     reg_weight: float = Field(8.0, ge=0, description="Weight of the retain loss (MUSE: 1).")
     weight_decay: float = Field(0.0, ge=0)
+    lr_calibration: bool = Field(True, description="Probe a few steps first and raise lr (x4, up to x64) until the forget loss moves (unlearn/calibration.py).")
     seed: int = 0
     include_qa: bool = Field(True, description="Add knowmem QA lines to the forget / retain streams (see docs/unlearn.md).")
     gradient_checkpointing: bool = False

@@ -71,8 +71,11 @@ def unlearn(
     retain_batches = _cycle(prepared[3]) if retain_loader else None
 
     run = Training(accelerator, ddp_model, model, optimizer, forget_loader, retain_batches, reference, tokenizer, corpus, config, targets, metrics, projector)
+    calibration = _calibrate(run, forget, retain, show_progress) if config.lr_calibration else None
     history, stop = run_epochs(run, show_progress)
     record = _record(model_dir, corpus_dir, out, config, model, accelerator, targets, metrics, history, stop)
+    if calibration is not None:
+        record["resolved"].update(lr=calibration["chosen_lr"], lr_calibration=calibration)
     if projector is not None:
         record["resolved"]["rounding_cells"] = {"group_size": config.simulate_rounding_cells, "pinned_fraction": round(projector.pinned_fraction(), 4)}
     record["data"] = _data_summary(corpus, config, forget, retain)
@@ -222,6 +225,19 @@ def _cycle(loader):
     """Retain batches without end: the retain split is usually larger than the forget split."""
     while True:
         yield from loader
+
+
+def _calibrate(run, forget: Sequences, retain: Sequences | None, show_progress: bool) -> dict:
+    from .calibration import calibrate
+
+    calibration = calibrate(run, forget, retain, train_step)
+    if show_progress and run.accelerator.is_local_main_process:
+        from ..cli.output import err_console
+
+        tried = ", ".join(f"{probe['lr']:.2g} (+{probe['forget_loss_rise']:.3f})" for probe in calibration["probes"])
+        err_console.print(f"lr calibration: forget-loss rise needed {calibration['rise_needed']:.3f} in {calibration['probe_steps']} steps; "
+                          f"tried {tried}; training at {calibration['chosen_lr']:.2g}", highlight=False)
+    return calibration
 
 
 # ---- the loop ---------------------------------------------------------------------------------
