@@ -98,6 +98,10 @@ def ensure_bench(workspace: Workspace, size: str = "default") -> Path:
     """The workspace's bench of this size, built (seed 0) if it is absent or incomplete."""
     from filelock import FileLock
 
+    from .pretrained import BASES, require_built
+
+    if size in BASES:  # a pretrained base's bench needs a --source and tens of minutes: built by its own command
+        return require_built(workspace.bench_dir(size), size)
     synthetic.size_of(size)
     out = workspace.bench_dir(size)
     # Two commands starting at once (e.g. a pipeline and a test run) build it once, not twice.
