@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     print_machine(machine)
 
     rows = _precision_rows("source (target)", bench / "target", bench, schemes, args.out / "source", retrain_auc, change=None)
+    _write(args.out, rows, machine)
     extra = dict(setting.split("=", 1) for setting in args.set)
     for method, regularizer, mode in _cells(args):
         cell = f"{method}+{regularizer} {mode}"
