@@ -14,7 +14,8 @@ holdout; else 1 nat), the weights and optimizer are restored and the next learni
 moves the forget loss enough is kept; if none does, the largest probed. A model that already
 forgets fast enough at the configured learning rate keeps it, and since the probes use their own
 batches and the weights and optimizer are restored, its run is then identical to one without
-calibration. The probes are recorded in train.json (`resolved.lr_calibration`).
+calibration. The probes are recorded in train.json (`resolved.lr_calibration`). Not run under
+`simulate_rounding_cells`, which imposes a regime at its own learning rate.
 """
 
 from __future__ import annotations
@@ -108,8 +109,6 @@ def _restore(run, snapshot: dict) -> None:
                 p.copy_(snapshot["params"][name])
     run.optimizer.load_state_dict(copy.deepcopy(snapshot["optimizer"]))
     run.optimizer.zero_grad(set_to_none=True)
-    if run.projector is not None:
-        run.projector.project()
 
 
 def _set_lr(optimizer, lr: float) -> None:

@@ -71,7 +71,8 @@ def unlearn(
     retain_batches = _cycle(prepared[3]) if retain_loader else None
 
     run = Training(accelerator, ddp_model, model, optimizer, forget_loader, retain_batches, reference, tokenizer, corpus, config, targets, metrics, projector)
-    calibration = _calibrate(run, forget, retain, show_progress) if config.lr_calibration else None
+    # The simulation imposes a regime at its own lr: nothing to calibrate there.
+    calibration = _calibrate(run, forget, retain, show_progress) if config.lr_calibration and projector is None else None
     history, stop = run_epochs(run, show_progress)
     record = _record(model_dir, corpus_dir, out, config, model, accelerator, targets, metrics, history, stop)
     if calibration is not None:
