@@ -35,7 +35,7 @@ def test_a_too_small_source_fails_before_any_conversion(tmp_path, workspace):
     from unlearnops.bench import synthetic
 
     small = tmp_path / "small"
-    synthetic.write_corpus(small, 0, "tiny")  # 6 forget texts; the SmolLM2 cut needs 10
-    with pytest.raises(UnlearnopsError, match=r"--source privleak/forget\.json: 6 items, the bench needs 10"):
+    synthetic.write_corpus(small, 0, "tiny")  # 6 forget texts; the SmolLM2 cut needs 8
+    with pytest.raises(UnlearnopsError, match=r"--source privleak/forget\.json: 6 items, the bench needs 8"):
         pretrained.build_pretrained_bench(tmp_path / "b", "smollm2-135m", source=small, cache_root=workspace / "bases")
     assert not (workspace / "bases").exists() and not (tmp_path / "b").exists()

