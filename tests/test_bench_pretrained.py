@@ -39,3 +39,16 @@ def test_a_too_small_source_fails_before_any_conversion(tmp_path, workspace):
     with pytest.raises(UnlearnopsError, match=r"--source privleak/forget\.json: 6 items, the bench needs 8"):
         pretrained.build_pretrained_bench(tmp_path / "b", "smollm2-135m", source=small, cache_root=workspace / "bases")
     assert not (workspace / "bases").exists() and not (tmp_path / "b").exists()
+
+
+def test_the_smollm2_pipeline_is_the_default_but_for_the_privleak_minimum():
+    """pipelines/smollm2.yaml may not drift from default.yaml: the bench's 8 texts are its only reason."""
+    from pathlib import Path
+
+    import yaml
+
+    pipelines = Path(__file__).resolve().parents[1] / "pipelines"
+    default, smollm2 = (yaml.safe_load((pipelines / name).read_text()) for name in ("default.yaml", "smollm2.yaml"))
+    assert smollm2.pop("validate") == {"min_privleak_texts": 8} and default.pop("validate") == {"min_privleak_texts": 10}
+    assert (smollm2.pop("name"), default.pop("name")) == ("smollm2", "default")
+    assert smollm2 == default
