@@ -7,10 +7,11 @@ same settings ran 8 epochs on SmolLM2-135M without forgetting (TINY-SCALE-FINDIN
 one learning rate per model size, the run measures how fast *this* model forgets.
 
 How: from the starting weights, a few probe steps of the run's forget loss (GA or NPO) on a
-fixed forget batch at the configured learning rate; if the forget loss has not closed at least
-`RISE_FRACTION` of the gap between the forget texts' loss and never-seen texts' loss (privleak
-holdout; else 1 nat), the weights and optimizer are restored and the next learning rate
-(x `FACTOR`) is probed, up to `MAX_FACTOR` x the configured one. The first learning rate that
+fixed forget batch at the configured learning rate; if, at that pace (rise per step x the run's
+steps per epoch), an epoch would not close at least `EPOCH_FRACTION` of the gap between the forget
+texts' loss and never-seen texts' loss (privleak holdout; else 1 nat), the weights and optimizer
+are restored and the next learning rate (x `FACTOR`) is probed, up to `MAX_FACTOR` x the
+configured one. The first learning rate that
 moves the forget loss enough is kept; if none does, the largest probed. A model that already
 forgets fast enough at the configured learning rate keeps it, and since the probes use their own
 batches and the weights and optimizer are restored, its run is then identical to one without
@@ -30,7 +31,9 @@ from .data import Sequences, chunk_stream
 from .methods import Batch
 
 PROBE_STEPS = 4  # optimizer steps per probed learning rate
-RISE_FRACTION = 0.05  # of the forget -> never-seen loss gap, closed within PROBE_STEPS steps
+# Of the forget -> never-seen loss gap, closed per EPOCH at the probed pace (rise per probe step x
+# steps per epoch): the stopping rule and the cap count epochs, and a small forget set has few steps each.
+EPOCH_FRACTION = 0.08
 FACTOR = 4.0  # between probed learning rates
 MAX_FACTOR = 64.0  # the largest probed learning rate, relative to the configured one
 FALLBACK_GAP = 1.0  # nats, when the corpus has no never-seen texts to measure the gap against
@@ -45,7 +48,8 @@ def calibrate(run: Any, forget: Sequences, retain: Sequences | None, train_step)
     start = _nll(run.model, forget_probe)
     holdout = _holdout_rows(run, config, device)
     gap = (_nll(run.model, holdout) - start) if holdout is not None else None
-    needed = RISE_FRACTION * (gap if gap is not None and gap > 0 else FALLBACK_GAP)
+    steps_per_epoch = max(1, len(run.forget_loader))
+    needed = EPOCH_FRACTION * (gap if gap is not None and gap > 0 else FALLBACK_GAP) * PROBE_STEPS / steps_per_epoch
     snapshot = _snapshot(run)
     probes, chosen = [], None
     lr = config.learning_rate
@@ -62,7 +66,7 @@ def calibrate(run: Any, forget: Sequences, retain: Sequences | None, train_step)
     return {
         "configured_lr": config.learning_rate, "chosen_lr": chosen, "met": any(p["lr"] == chosen and p["forget_loss_rise"] >= needed for p in probes),
         "forget_loss_start": round(start, 4), "gap_to_unseen": None if gap is None else round(gap, 4), "rise_needed": round(needed, 4),
-        "probe_steps": PROBE_STEPS, "probes": probes,
+        "probe_steps": PROBE_STEPS, "steps_per_epoch": steps_per_epoch, "probes": probes,
     }
 
 
