@@ -47,7 +47,7 @@ def child(mode: str, bench: Path, steps: int, method: str) -> dict:
         "mode": mode,
         "steps": trained,
         "train_seconds": round(seconds, 2),
-        "steps_per_s": round(trained / seconds, 2),
+        "steps_per_s": round(trained / seconds, 4),
         "trainable_parameters": record["resolved"]["trainable_parameters"],
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
