@@ -1,0 +1,394 @@
+"""AuditLog: append signed records under the storage's lock, and verify a log end to end.
+
+An append, inside the storage's exclusive section (storage.py):
+
+1. reads the tail record and checks it is whole, correctly hashed and signed by our key;
+2. checks that the log still extends the checkpoint the witness holds (not cut, not rolled back,
+   not replaced), so damage is never buried under new records;
+3. writes the record (seq, timestamp never earlier than the tail's, prev, hash, Ed25519 sig);
+4. writes the new signed checkpoint (size, head hash) to the witness.
+
+A new log starts with a `log.created` record carrying the log id, the public key and its
+fingerprint; if the witness held a checkpoint for a log at the same location, the new log says
+which log it replaces and at what size, so a deleted log cannot vanish silently.
+
+`verify` walks every record (format, event and field rules, hash, seq, prev, signature by the
+configured key, timestamps) and then compares the log with the witness's checkpoint and any
+other checkpoints the caller holds (the registry's): the first record or checkpoint that
+disagrees is named.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import UnlearnopsError
+from ..fileio import canonical_json
+from . import records as rec
+from .records import GENESIS, LOG_CREATED, RecordError, parse_line, record_hash
+from .signing import (
+    Checkpoint,
+    PublicKey,
+    SigningKey,
+    load_signing_key,
+    open_checkpoint,
+    record_signature_valid,
+    sign_record,
+    trusted_public_key,
+)
+from .storage import AuditStorage, FileStorage
+from .witness import WitnessDir
+
+FORMAT = "unlearnops.audit/2"
+
+
+@dataclass
+class VerifyResult:
+    ok: bool
+    first_bad_seq: int | None = None
+    reason: str | None = None
+    checked: int = 0
+    head_hash: str | None = None
+    versions_checked: int = 0
+    log_id: str | None = None
+    key_fingerprint: str | None = None
+    checkpoint: dict | None = None  # the witness checkpoint compared: {"source", "size", "head_hash"}
+    problems: list[dict] = field(default_factory=list)  # every disagreement: {"where", "reason"}
+    notices: list[str] = field(default_factory=list)  # true and signed, but worth a reader's eye
+
+    def add(self, where: str, reason: str, seq: int | None = None) -> None:
+        self.problems.append({"where": where, "reason": reason})
+        if self.ok:
+            self.ok, self.first_bad_seq = False, seq
+            self.reason = reason if where.startswith("record ") else f"{where}: {reason}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class _Head:
+    last: dict | None
+    log_id: str | None
+    replaces: Checkpoint | None = None  # a checkpoint of a log that was at this location before
+
+
+class AuditLog:
+    """A signed, hash-chained log of records, kept by a storage backend (storage.py)."""
+
+    def __init__(
+        self,
+        storage: AuditStorage | Path | str,
+        *,
+        witness: WitnessDir | Path | str | None = None,
+        signing_key: SigningKey | None = None,
+        public_key: PublicKey | None = None,
+    ):
+        self.storage = storage if isinstance(storage, AuditStorage) else FileStorage(storage)
+        self.path: Path | None = getattr(self.storage, "path", None)  # None on non-file backends
+        self._witness = witness if isinstance(witness, WitnessDir) or witness is None else WitnessDir(witness)
+        self._signing_key, self._public_key = signing_key, public_key
+
+    # ---- configuration ---------------------------------------------------------------------------
+    @property
+    def home(self) -> Path | None:
+        """The directory holding the log: the key and the witness must live outside it."""
+        return self.path.parent if self.path is not None else None
+
+    @property
+    def witness(self) -> WitnessDir:
+        if self._witness is None:
+            self._witness = WitnessDir()
+        if self.home is not None:
+            resolved, home = self._witness.path.resolve(), self.home.resolve()
+            if resolved == home or home in resolved.parents:
+                raise UnlearnopsError(
+                    f"audit witness {self._witness.path}: inside {home}, which holds the log it witnesses; "
+                    "set $UNLEARNOPS_AUDIT_WITNESS to a directory elsewhere (ideally other storage)"
+                )
+        return self._witness
+
+    def signing_key(self) -> SigningKey:
+        if self._signing_key is None:
+            self._signing_key = load_signing_key(forbidden_dir=self.home)
+        return self._signing_key
+
+    def trusted_key(self) -> PublicKey | None:
+        if self._public_key is None:
+            self._public_key = self._signing_key.public if self._signing_key else trusted_public_key(forbidden_dir=self.home)
+        return self._public_key
+
+    # ---- writing -----------------------------------------------------------------------------------
+    def append(self, event: str, **fields: Any) -> dict:
+        """Append one signed record and checkpoint it in the witness; durable when this returns."""
+        if event == LOG_CREATED:
+            raise UnlearnopsError(f"audit event '{LOG_CREATED}': written by the log itself when it starts")
+        if problem := rec.event_problem(event, fields):
+            raise UnlearnopsError(problem)
+        key, witness = self.signing_key(), self.witness
+        witness.prepare()
+        with self.storage.appending() as session:
+            head = self._checked_head(session, key)
+            last, log_id = head.last, head.log_id
+            if last is None:
+                log_id = uuid.uuid4().hex
+                created = {"log_id": log_id, "public_key": key.public.vkey, "key_fingerprint": key.public.fingerprint, "format": FORMAT}
+                if head.replaces is not None:
+                    created.update(replaces_log_id=head.replaces.log_id, replaces_size=head.replaces.size)
+                last = self._signed(key, 1, LOG_CREATED, created, GENESIS, None)
+                session.append_line(canonical_json(last))
+            record = self._signed(key, last["seq"] + 1, event, fields, last["hash"], last["timestamp"])
+            session.append_line(canonical_json(record))
+            witness.write(self.storage.location, Checkpoint(log_id, record["seq"], record["hash"]).sign(key))
+        return record
+
+    @staticmethod
+    def _signed(key: SigningKey, seq: int, event: str, fields: dict, prev: str, previous_time: str | None) -> dict:
+        # A clock stepped back must not make the log look reordered: time never runs backwards here.
+        now = rec.utc_now()
+        record = {
+            "seq": seq,
+            "timestamp": max(now, previous_time) if previous_time else now,
+            "event": event,
+            "fields": fields,
+            "prev": prev,
+        }
+        record["hash"] = record_hash(record)
+        record["sig"] = sign_record(key, record["hash"])
+        return record
+
+    def _checked_head(self, session, key: SigningKey) -> _Head:
+        """The tail record and log id, refused unless the tail is ours and the log extends its checkpoint."""
+        note = self.witness.read(self.storage.location)
+        checkpoint = self._open(note, key.public) if note is not None else None
+        line = session.last_line()
+        if line is None:
+            return _Head(None, None, checkpoint)
+        last = self._own_record(line, key.public, "last")
+        first = self._own_record(next(iter(session.lines())), key.public, "first")
+        if first["event"] != LOG_CREATED or first["seq"] != 1:
+            raise UnlearnopsError(
+                f"{self.storage.location}: record 1 is not `{LOG_CREATED}`: the log is unsigned (written before unlearnops "
+                "signed its records) or damaged; move it aside (keep it as evidence) and let a new log start"
+            )
+        log_id = str(first["fields"]["log_id"])
+        if checkpoint is not None:
+            self._check_extends(session, checkpoint, last, log_id)
+        return _Head(last, log_id)
+
+    def _open(self, note: str, key: PublicKey) -> Checkpoint:
+        try:
+            return open_checkpoint(note, key)
+        except UnlearnopsError as err:
+            raise UnlearnopsError(
+                f"audit witness {self.witness}: the {err} for {self.storage.location}; run `unlearnops audit verify`"
+            ) from None
+
+    def _own_record(self, line: bytes, key: PublicKey, which: str) -> dict:
+        try:
+            record = parse_line(line, 0)
+            intact = record_hash(record) == record["hash"] and record_signature_valid(key, record["hash"], record["sig"])
+        except RecordError:
+            intact = False
+        if not intact:
+            raise UnlearnopsError(
+                f"{self.storage.location}: the {which} record is damaged, edited or not signed by this key; run "
+                "`unlearnops audit verify` and restore the log from a backup before appending"
+            )
+        return record
+
+    def _check_extends(self, session, checkpoint: Checkpoint, last: dict, log_id: str) -> None:
+        where = f"{self.storage.location} and the witness's checkpoint ({self.witness})"
+        if checkpoint.log_id != log_id:
+            raise UnlearnopsError(f"{where}: the witness holds log {checkpoint.log_id} here, not {log_id}: the log was replaced")
+        if checkpoint.size > last["seq"]:
+            raise UnlearnopsError(
+                f"{where}: the log has {last['seq']} records, its checkpoint {checkpoint.size}: records were cut or the log "
+                "was rolled back; restore it before appending (`unlearnops audit verify` names what is missing)"
+            )
+        head = last["hash"] if checkpoint.size == last["seq"] else self._hash_at(session.lines(), checkpoint.size)
+        if head != checkpoint.head_hash:
+            raise UnlearnopsError(f"{where}: record {checkpoint.size} differs from the checkpoint: the log was rewritten")
+
+    @staticmethod
+    def _hash_at(lines: Iterator[bytes], seq: int) -> str | None:
+        for position, line in enumerate(lines, start=1):
+            if position == seq:
+                try:
+                    return parse_line(line, position)["hash"]
+                except RecordError:
+                    return None
+        return None
+
+    # ---- reading -----------------------------------------------------------------------------------
+    def records(self) -> list[dict]:
+        """Every record, parsed; raises naming the first line that is not a record (verify() says more)."""
+        result = []
+        for position, line in enumerate(self.storage.lines(), start=1):
+            try:
+                result.append(parse_line(line, position))
+            except RecordError as err:
+                raise UnlearnopsError(f"{self.storage.location}: {err.reason}; run `unlearnops audit verify`") from None
+        return result
+
+    def head_hash(self) -> str:
+        """The hash of the last record (GENESIS for an empty log)."""
+        line = self.storage.last_line()
+        if line is None:
+            return GENESIS
+        try:
+            return parse_line(line, 0)["hash"]
+        except RecordError:
+            raise UnlearnopsError(f"{self.storage.location}: the last record is damaged; run `unlearnops audit verify`") from None
+
+    def lineage(self, request_id: str):
+        from .queries import lineage
+
+        return lineage(self.records(), request_id)
+
+    def status(self, now=None) -> dict[str, Any]:
+        from .queries import status
+
+        return status(self.records(), now)
+
+    def checkpoint_note(self) -> str | None:
+        """The witness's signed checkpoint for this log (what a bundle carries for an outside reviewer)."""
+        return self.witness.read(self.storage.location)
+
+    # ---- verification ------------------------------------------------------------------------------
+    def verify(self, checkpoints: list[tuple[str, str]] = ()) -> VerifyResult:
+        """Every record, then the witness's checkpoint and `checkpoints` ((source, signed note) pairs).
+
+        Checks run in an order that names the record actually touched: the line parses as a
+        record; its content hashes to its `hash` (an edited field); its seq is its position (a
+        record deleted, inserted or moved); its prev is the previous hash (the previous record
+        was rewritten and re-hashed); its event and fields obey the append rules; its signature
+        is by the configured key (a record forged with a recomputed chain); its time is not
+        before the previous one. Then the checkpoints: a log shorter than a checkpoint was cut
+        (its last records, the very last included); a record that differs from a checkpoint's
+        head means a rollback to another copy or a rewrite.
+        """
+        result = VerifyResult(True)
+        try:
+            key = self.trusted_key()
+        except UnlearnopsError as err:
+            result.add("signing key", str(err))
+            return result
+        result.key_fingerprint = key.fingerprint if key else None
+        hashes = self._walk(key, result)
+        if result.ok:
+            self._compare_witness(key, hashes, result)
+        if result.ok and key is not None:
+            for source, note in checkpoints:
+                self._compare(source, note, key, hashes, result)
+        return result
+
+    def _walk(self, key: PublicKey | None, result: VerifyResult) -> list[str]:
+        hashes: list[str] = []
+        previous_hash, previous_time = GENESIS, None
+        try:
+            for position, line in enumerate(self.storage.lines(), start=1):
+                record = parse_line(line, position)
+                _check_link(record, position, previous_hash)
+                if problem := rec.event_problem(record["event"], record["fields"]):
+                    raise RecordError(position, f"record {position} breaks the append rules ({problem})")
+                if problem := rec.timestamp_problem(record, previous_time):
+                    raise RecordError(position, f"record {position}: {problem}")
+                if position == 1:
+                    result.log_id = self._check_created(record, key, result)
+                elif record["event"] == LOG_CREATED:
+                    raise RecordError(position, f"record {position} starts another log inside this one (inserted)")
+                if key is not None and not record_signature_valid(key, record["hash"], record["sig"]):
+                    raise RecordError(position, f"record {position}'s signature does not verify with the configured key (forged or edited)")
+                hashes.append(record["hash"])
+                previous_hash, previous_time = record["hash"], record["timestamp"]
+        except RecordError as err:
+            result.add(f"record {err.seq}", err.reason, err.seq)
+        result.checked = len(hashes)
+        result.head_hash = hashes[-1] if hashes else GENESIS
+        if hashes and key is None and result.ok:
+            result.add(
+                "signing key",
+                "no key to verify the signatures against: set $UNLEARNOPS_AUDIT_KEY to the signing key, or "
+                "$UNLEARNOPS_AUDIT_PUBLIC_KEY to its public key (the log's own claim is not trusted)",
+            )
+        return hashes
+
+    @staticmethod
+    def _check_created(record: dict, key: PublicKey | None, result: VerifyResult) -> str:
+        if record["event"] != LOG_CREATED:
+            raise RecordError(1, f"record 1 is '{record['event']}', not '{LOG_CREATED}': records were cut from the start, or the log is unsigned")
+        fields = record["fields"]
+        if key is not None and fields["public_key"] != key.vkey:
+            raise RecordError(
+                1,
+                f"record 1 names key {str(fields['key_fingerprint'])[:16]}…, not the configured key {key.fingerprint[:16]}…: "
+                "the log was re-signed with another key or belongs to another operator",
+            )
+        if fields.get("replaces_log_id"):
+            result.notices.append(
+                f"this log replaced log {fields['replaces_log_id']} ({fields.get('replaces_size')} records) at the same location"
+            )
+        return str(fields["log_id"])
+
+    def _compare_witness(self, key: PublicKey | None, hashes: list[str], result: VerifyResult) -> None:
+        if key is None:
+            return
+        witness = self.witness
+        note = witness.read(self.storage.location)
+        if note is None and result.log_id:
+            note = witness.find(result.log_id)
+        source = f"checkpoint in witness {witness}"
+        if note is None:
+            if hashes:
+                result.add(
+                    source,
+                    f"none for log {result.log_id}: the witness was removed, or is not the one this log writes to "
+                    "(set $UNLEARNOPS_AUDIT_WITNESS to it)",
+                )
+            return
+        self._compare(source, note, key, hashes, result, record=True)
+
+    def _compare(self, source: str, note: str, key: PublicKey, hashes: list[str], result: VerifyResult, *, record: bool = False) -> None:
+        try:
+            checkpoint = open_checkpoint(note, key)
+        except UnlearnopsError as err:
+            result.add(source, str(err))
+            return
+        if record:
+            result.checkpoint = {"source": source, "size": checkpoint.size, "head_hash": checkpoint.head_hash}
+        if not hashes:
+            result.add(source, f"log {checkpoint.log_id} had {checkpoint.size} records here and is gone (deleted or replaced by an empty file)")
+        elif checkpoint.log_id != result.log_id:
+            result.add(source, f"it is for log {checkpoint.log_id}, but this is log {result.log_id}: the log was replaced")
+        elif checkpoint.size > len(hashes):
+            first = len(hashes) + 1
+            missing = f"record {first}" if first == checkpoint.size else f"records {first}-{checkpoint.size}"
+            result.add(
+                source,
+                f"{missing} missing: the log has {len(hashes)} records, its signed checkpoint {checkpoint.size} "
+                "(the end was cut, or the log rolled back to an older copy)",
+                first,
+            )
+        elif hashes[checkpoint.size - 1] != checkpoint.head_hash:
+            result.add(
+                source,
+                f"record {checkpoint.size} is not the record the signed checkpoint names (the log was rolled back to "
+                "another copy or rewritten)",
+                checkpoint.size,
+            )
+
+
+def _check_link(record: dict, position: int, previous_hash: str) -> None:
+    if record_hash(record) != record["hash"]:
+        raise RecordError(position, f"record {position}'s content does not match its hash (edited)")
+    if record["seq"] != position:
+        raise RecordError(position, f"position {position} holds seq {record['seq']}: a record was deleted, inserted or reordered here")
+    if record["prev"] != previous_hash:
+        # Both records hash correctly, so the earlier one was rewritten and re-hashed after this
+        # one had linked to it.
+        raise RecordError(position - 1, f"record {position - 1} was changed and re-hashed: record {position}'s prev no longer matches it")
