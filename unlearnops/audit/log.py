@@ -280,9 +280,8 @@ class AuditLog:
             return result
         result.key_fingerprint = key.fingerprint if key else None
         hashes = self._walk(key, result)
-        if result.ok:
+        if result.ok and key is not None:  # the checkpoints are compared with a chain that holds
             self._compare_witness(key, hashes, result)
-        if result.ok and key is not None:
             for source, note in checkpoints:
                 self._compare(source, note, key, hashes, result)
         return result
@@ -335,9 +334,7 @@ class AuditLog:
             )
         return str(fields["log_id"])
 
-    def _compare_witness(self, key: PublicKey | None, hashes: list[str], result: VerifyResult) -> None:
-        if key is None:
-            return
+    def _compare_witness(self, key: PublicKey, hashes: list[str], result: VerifyResult) -> None:
         witness = self.witness
         note = witness.read(self.storage.location)
         if note is None and result.log_id:
@@ -387,7 +384,7 @@ def _check_link(record: dict, position: int, previous_hash: str) -> None:
     if record_hash(record) != record["hash"]:
         raise RecordError(position, f"record {position}'s content does not match its hash (edited)")
     if record["seq"] != position:
-        raise RecordError(position, f"position {position} holds seq {record['seq']}: a record was deleted, inserted or reordered here")
+        raise RecordError(position, f"record {position}: this position holds seq {record['seq']}: a record was deleted, inserted or reordered here")
     if record["prev"] != previous_hash:
         # Both records hash correctly, so the earlier one was rewritten and re-hashed after this
         # one had linked to it.

@@ -39,12 +39,12 @@ class WitnessDir:
     def __str__(self) -> str:
         return str(self.path)
 
-    def _file(self, location: str) -> Path:
+    def file_for(self, location: str) -> Path:
         return self.path / (hashlib.sha256(location.encode()).hexdigest()[:32] + SUFFIX)
 
     def read(self, location: str) -> str | None:
         """The signed note last written for the log at `location` (None if the witness has none)."""
-        return _read_note(self._file(location))
+        return _read_note(self.file_for(location))
 
     def find(self, log_id: str) -> str | None:
         """A note for this log id under any location (a workspace that moved keeps its witness)."""
@@ -68,7 +68,7 @@ class WitnessDir:
 
     def write(self, location: str, note: str) -> None:
         """Replace the location's checkpoint atomically (temporary file, fsync, rename)."""
-        target = self._file(location)
+        target = self.file_for(location)
         descriptor, temporary = tempfile.mkstemp(dir=self.path, prefix=".", suffix=".tmp")
         try:
             with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
