@@ -162,22 +162,32 @@ class AuditLog:
         return record
 
     def _checked_head(self, session, key: SigningKey) -> _Head:
-        """The tail record and log id, refused unless the tail is ours and the log extends its checkpoint."""
+        """The tail record and log id, refused unless the tail is ours and the log extends its checkpoint.
+
+        A tail that is exactly the witness's checkpoint is authenticated by its signature; only a
+        tail beyond it (a crash between the two writes) or a log without a checkpoint costs the
+        records' own signature checks.
+        """
         note = self.witness.read(self.storage.location)
         checkpoint = self._open(note, key.public) if note is not None else None
         line = session.last_line()
         if line is None:
             return _Head(None, None, checkpoint)
-        last = self._own_record(line, key.public, "last")
-        first = self._own_record(next(iter(session.lines())), key.public, "first")
+        last = self._whole_record(line, "last")
+        first = self._whole_record(next(iter(session.lines())), "first")
         if first["event"] != LOG_CREATED or first["seq"] != 1:
             raise UnlearnopsError(
                 f"{self.storage.location}: record 1 is not `{LOG_CREATED}`: the log is unsigned (written before unlearnops "
                 "signed its records) or damaged; move it aside (keep it as evidence) and let a new log start"
             )
         log_id = str(first["fields"]["log_id"])
-        if checkpoint is not None:
+        anchored = checkpoint is not None and checkpoint.size == last["seq"] and checkpoint.head_hash == last["hash"]
+        if checkpoint is not None and not anchored:
             self._check_extends(session, checkpoint, last, log_id)
+        if checkpoint is None or checkpoint.log_id != log_id:
+            self._own(first, key.public, "first")
+        if not anchored:
+            self._own(last, key.public, "last")
         return _Head(last, log_id)
 
     def _open(self, note: str, key: PublicKey) -> Checkpoint:
@@ -188,18 +198,24 @@ class AuditLog:
                 f"audit witness {self.witness}: the {err} for {self.storage.location}; run `unlearnops audit verify`"
             ) from None
 
-    def _own_record(self, line: bytes, key: PublicKey, which: str) -> dict:
+    def _whole_record(self, line: bytes, which: str) -> dict:
         try:
             record = parse_line(line, 0)
-            intact = record_hash(record) == record["hash"] and record_signature_valid(key, record["hash"], record["sig"])
+            if record_hash(record) == record["hash"]:
+                return record
         except RecordError:
-            intact = False
-        if not intact:
+            pass
+        raise UnlearnopsError(
+            f"{self.storage.location}: the {which} record is damaged (truncated or edited); run `unlearnops audit verify` "
+            "and restore the log from a backup before appending"
+        )
+
+    def _own(self, record: dict, key: PublicKey, which: str) -> None:
+        if not record_signature_valid(key, record["hash"], record["sig"]):
             raise UnlearnopsError(
-                f"{self.storage.location}: the {which} record is damaged, edited or not signed by this key; run "
-                "`unlearnops audit verify` and restore the log from a backup before appending"
+                f"{self.storage.location}: the {which} record is not signed by this key (forged, or another operator's log); "
+                "run `unlearnops audit verify` and restore the log from a backup before appending"
             )
-        return record
 
     def _check_extends(self, session, checkpoint: Checkpoint, last: dict, log_id: str) -> None:
         where = f"{self.storage.location} and the witness's checkpoint ({self.witness})"
@@ -266,11 +282,16 @@ class AuditLog:
         Checks run in an order that names the record actually touched: the line parses as a
         record; its content hashes to its `hash` (an edited field); its seq is its position (a
         record deleted, inserted or moved); its prev is the previous hash (the previous record
-        was rewritten and re-hashed); its event and fields obey the append rules; its signature
-        is by the configured key (a record forged with a recomputed chain); its time is not
-        before the previous one. Then the checkpoints: a log shorter than a checkpoint was cut
+        was rewritten and re-hashed); its event and fields obey the append rules; its time is
+        not before the previous one; its signature is by the configured key (a record forged
+        with a recomputed chain). Then the checkpoints: a log shorter than a checkpoint was cut
         (its last records, the very last included); a record that differs from a checkpoint's
         head means a rollback to another copy or a rewrite.
+
+        Signatures: a signed checkpoint whose head is record N's hash authenticates records
+        1..N through the chain, so only the records after the newest matching checkpoint have
+        their own signature checked; when a checkpoint disagrees, every signature is checked,
+        so the first forged record is the one named.
         """
         result = VerifyResult(True)
         try:
@@ -279,15 +300,39 @@ class AuditLog:
             result.add("signing key", str(err))
             return result
         result.key_fingerprint = key.fingerprint if key else None
-        hashes = self._walk(key, result)
-        if result.ok and key is not None:  # the checkpoints are compared with a chain that holds
-            self._compare_witness(key, hashes, result)
-            for source, note in checkpoints:
-                self._compare(source, note, key, hashes, result)
+        walked, broken = self._walk(key, result)
+        result.checked = len(walked)
+        result.head_hash = walked[-1]["hash"] if walked else GENESIS
+        problems = [broken] if broken else []
+        covered = 0
+        if key is not None and not broken:
+            found = [self._witness_problem(key, walked, result)]
+            found += [self._checkpoint_problem(source, note, key, walked, result.log_id) for source, note in checkpoints]
+            problems = [problem for problem, _ in found if problem]
+            covered = 0 if problems else max((size for _, size in found), default=0)
+        if key is not None:
+            # Any disagreement: every signature is checked, so an earlier forged record is named first.
+            for record in walked[covered:]:
+                if not record_signature_valid(key, record["hash"], record["sig"]):
+                    seq = record["seq"]
+                    result.add(f"record {seq}", f"record {seq}'s signature does not verify with the configured key (forged or edited)", seq)
+                    break
+        for where, reason, seq in problems:
+            result.add(where, reason, seq)
+        if walked and key is None and result.ok:
+            result.add(
+                "signing key",
+                "no key to verify the signatures against: set $UNLEARNOPS_AUDIT_KEY to the signing key, or "
+                "$UNLEARNOPS_AUDIT_PUBLIC_KEY to its public key (the log's own claim is not trusted)",
+            )
         return result
 
-    def _walk(self, key: PublicKey | None, result: VerifyResult) -> list[str]:
-        hashes: list[str] = []
+    def _walk(self, key: PublicKey | None, result: VerifyResult) -> tuple[list[dict], tuple | None]:
+        """(every record that holds together: format, rules, chain, time; the first problem or None).
+
+        Signatures are checked by verify(), which knows which records a checkpoint already covers.
+        """
+        walked: list[dict] = []
         previous_hash, previous_time = GENESIS, None
         try:
             for position, line in enumerate(self.storage.lines(), start=1):
@@ -301,21 +346,11 @@ class AuditLog:
                     result.log_id = self._check_created(record, key, result)
                 elif record["event"] == LOG_CREATED:
                     raise RecordError(position, f"record {position} starts another log inside this one (inserted)")
-                if key is not None and not record_signature_valid(key, record["hash"], record["sig"]):
-                    raise RecordError(position, f"record {position}'s signature does not verify with the configured key (forged or edited)")
-                hashes.append(record["hash"])
+                walked.append({"seq": position, "hash": record["hash"], "sig": record["sig"]})
                 previous_hash, previous_time = record["hash"], record["timestamp"]
         except RecordError as err:
-            result.add(f"record {err.seq}", err.reason, err.seq)
-        result.checked = len(hashes)
-        result.head_hash = hashes[-1] if hashes else GENESIS
-        if hashes and key is None and result.ok:
-            result.add(
-                "signing key",
-                "no key to verify the signatures against: set $UNLEARNOPS_AUDIT_KEY to the signing key, or "
-                "$UNLEARNOPS_AUDIT_PUBLIC_KEY to its public key (the log's own claim is not trusted)",
-            )
-        return hashes
+            return walked, (f"record {err.seq}", err.reason, err.seq)
+        return walked, None
 
     @staticmethod
     def _check_created(record: dict, key: PublicKey | None, result: VerifyResult) -> str:
@@ -334,50 +369,52 @@ class AuditLog:
             )
         return str(fields["log_id"])
 
-    def _compare_witness(self, key: PublicKey, hashes: list[str], result: VerifyResult) -> None:
+    def _witness_problem(self, key: PublicKey, walked: list[dict], result: VerifyResult):
+        """(problem or None, records the witness's checkpoint authenticates)."""
         witness = self.witness
         note = witness.read(self.storage.location)
         if note is None and result.log_id:
             note = witness.find(result.log_id)
         source = f"checkpoint in witness {witness}"
         if note is None:
-            if hashes:
-                result.add(
-                    source,
-                    f"none for log {result.log_id}: the witness was removed, or is not the one this log writes to "
-                    "(set $UNLEARNOPS_AUDIT_WITNESS to it)",
-                )
-            return
-        self._compare(source, note, key, hashes, result, record=True)
+            if not walked:
+                return None, 0
+            reason = (
+                f"none for log {result.log_id}: the witness was removed, or is not the one this log writes to "
+                "(set $UNLEARNOPS_AUDIT_WITNESS to it)"
+            )
+            return (source, reason, None), 0
+        problem, size = self._checkpoint_problem(source, note, key, walked, result.log_id)
+        try:
+            opened = open_checkpoint(note, key)
+            result.checkpoint = {"source": source, "size": opened.size, "head_hash": opened.head_hash}
+        except UnlearnopsError:
+            pass  # the problem above says why
+        return problem, size
 
-    def _compare(self, source: str, note: str, key: PublicKey, hashes: list[str], result: VerifyResult, *, record: bool = False) -> None:
+    @staticmethod
+    def _checkpoint_problem(source: str, note: str, key: PublicKey, walked: list[dict], log_id: str | None):
+        """((where, reason, seq) or None, how many records the checkpoint authenticates)."""
         try:
             checkpoint = open_checkpoint(note, key)
         except UnlearnopsError as err:
-            result.add(source, str(err))
-            return
-        if record:
-            result.checkpoint = {"source": source, "size": checkpoint.size, "head_hash": checkpoint.head_hash}
-        if not hashes:
-            result.add(source, f"log {checkpoint.log_id} had {checkpoint.size} records here and is gone (deleted or replaced by an empty file)")
-        elif checkpoint.log_id != result.log_id:
-            result.add(source, f"it is for log {checkpoint.log_id}, but this is log {result.log_id}: the log was replaced")
-        elif checkpoint.size > len(hashes):
-            first = len(hashes) + 1
+            return (source, str(err), None), 0
+        if not walked:
+            return (source, f"log {checkpoint.log_id} had {checkpoint.size} records here and is gone (deleted or replaced by an empty file)", None), 0
+        if checkpoint.log_id != log_id:
+            return (source, f"it is for log {checkpoint.log_id}, but this is log {log_id}: the log was replaced", None), 0
+        if checkpoint.size > len(walked):
+            first = len(walked) + 1
             missing = f"record {first}" if first == checkpoint.size else f"records {first}-{checkpoint.size}"
-            result.add(
-                source,
-                f"{missing} missing: the log has {len(hashes)} records, its signed checkpoint {checkpoint.size} "
-                "(the end was cut, or the log rolled back to an older copy)",
-                first,
+            reason = (
+                f"{missing} missing: the log has {len(walked)} records, its signed checkpoint {checkpoint.size} "
+                "(the end was cut, or the log rolled back to an older copy)"
             )
-        elif hashes[checkpoint.size - 1] != checkpoint.head_hash:
-            result.add(
-                source,
-                f"record {checkpoint.size} is not the record the signed checkpoint names (the log was rolled back to "
-                "another copy or rewritten)",
-                checkpoint.size,
-            )
+            return (source, reason, first), 0
+        if walked[checkpoint.size - 1]["hash"] != checkpoint.head_hash:
+            reason = f"record {checkpoint.size} is not the record the signed checkpoint names (the log was rolled back to another copy or rewritten)"
+            return (source, reason, checkpoint.size), 0
+        return None, checkpoint.size
 
 
 def _check_link(record: dict, position: int, previous_hash: str) -> None:
