@@ -204,14 +204,15 @@ class RegisteredVersion:
         location = client(self.tracking_uri).get_model_version_download_uri(self.name, self.version)
         return self._fetch(location, dst, expected_sha256 or self.tags.get(TAG_MODEL_SHA))
 
-    def download_full_precision(self, dst: Path | str) -> Path:
-        """The full-precision weights to unlearn from: the `fp_model/` artifact, or the model itself for a baseline."""
+    def download_full_precision(self, dst: Path | str, expected_sha256: str | None = None) -> Path:
+        """The full-precision weights to unlearn from: the `fp_model/` artifact, or the model itself
+        for a baseline; checked against `expected_sha256` (the signed record's; the tags when not given)."""
         if TAG_FP_SHA not in self.tags:
-            return self.download(dst)
+            return self.download(dst, expected_sha256)
         run_id = self.source.split("/")[1] if self.source.startswith("runs:/") else None
         if run_id is None:
             raise UnlearnopsError(f"{self.ref}: its source {self.source} is not a run; cannot find its full-precision weights")
-        return self._fetch(f"runs:/{run_id}/{FULL_PRECISION_ARTIFACT}", dst, self.tags[TAG_FP_SHA])
+        return self._fetch(f"runs:/{run_id}/{FULL_PRECISION_ARTIFACT}", dst, expected_sha256 or self.tags[TAG_FP_SHA])
 
     def _fetch(self, location: str, dst: Path | str, expected: str | None) -> Path:
         # The version's own location (runs:/... or a store URI): models:/ would need the

@@ -424,19 +424,23 @@ class Evidence:
 
     # ---- lineage ---------------------------------------------------------------------------------
     def forget_sets(self, ref: str) -> list[tuple[str, Path | None, str | None]]:
-        """(request id, forget corpus, problem) for every request a version's signed record claims.
+        """(request id, forget corpus, problem) for every request a version's signed record claims."""
+        _, registration = self.resolve(ref)
+        return [(rid, taken.corpus if taken else None, problem) for rid, taken, problem in self.validated_data(registration)]
 
-        The corpus is the request's validated snapshot in this workspace, checked against the hash
-        in the record; the problem says why it cannot be re-checked (the gate fails such a request).
+    def validated_data(self, registration: Registration) -> list[tuple[str, Any, str | None]]:
+        """(request id, its validated data snapshot, problem) for every request a registration claims.
+
+        The snapshot is found in this workspace by the hash in the signed record and re-checked;
+        the problem says why it cannot be re-checked (the gate fails such a request, never skips it).
         """
         from . import snapshot
 
-        version, registration = self.resolve(ref)
         found = []
         for request_id in registration.request_ids:
             digest = registration.request_data.get(request_id)
             if digest is None:
-                found.append((request_id, None, f"{version.ref}'s registration record names no validated data for request {request_id}"))
+                found.append((request_id, None, f"models:/{registration.name}/{registration.version}'s registration record names no validated data for request {request_id}"))
                 continue
             try:
                 taken = snapshot.load(self.workspace, digest)
@@ -444,7 +448,7 @@ class Evidence:
             except UnlearnopsError as err:
                 found.append((request_id, None, f"request {request_id}: {err}"))
                 continue
-            found.append((request_id, taken.corpus, None))
+            found.append((request_id, taken, None))
         return found
 
     # ---- verification ----------------------------------------------------------------------------

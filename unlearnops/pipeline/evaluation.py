@@ -23,7 +23,7 @@ RECORDED = ("verbmem_f", "knowmem_f", "knowmem_r", "privleak", "auc", "precision
 INHERITED_METRICS = ("verbmem_f", "knowmem_f")
 
 
-def evaluate_all(ctx: RunContext, source, source_dir: StageResult, unlearned: StageResult, quantized: StageResult,
+def evaluate_all(ctx: RunContext, registration, source_dir: StageResult, unlearned: StageResult, quantized: StageResult,
                  data: RequestData) -> dict[str, Any]:
     """{"source", "full_precision", "quantized": metrics, "inherited": [InheritedRequest as dict]}."""
     on_corpus = (data.corpus, data.corpus_sha256, data.retrain_auc)
@@ -32,7 +32,7 @@ def evaluate_all(ctx: RunContext, source, source_dir: StageResult, unlearned: St
         "full_precision": evaluate(ctx, "full precision", unlearned.path / "out" / "model", unlearned.record["model_sha256"], *on_corpus),
         "quantized": evaluate(ctx, "quantized", quantized.path / "out", quantized.record["model_sha256"], *on_corpus),
     }
-    metrics["inherited"] = inherited(ctx, source, quantized, data, metrics["quantized"])
+    metrics["inherited"] = inherited(ctx, registration, quantized, data, metrics["quantized"])
     return metrics
 
 
@@ -55,22 +55,21 @@ def evaluate(ctx: RunContext, role: str, model_dir: Path, model_sha: str, corpus
     return ctx.runner.run(stage).record["metrics"]
 
 
-def inherited(ctx: RunContext, source, quantized: StageResult, data: RequestData, current: dict) -> list[dict]:
-    """Re-check the forget set of every request the source version already satisfies."""
+def inherited(ctx: RunContext, registration, quantized: StageResult, data: RequestData, current: dict) -> list[dict]:
+    """Re-check the forget set of every request the source version's signed registration record claims."""
     from ..gate import InheritedRequest
 
     found = []
-    for request_id, corpus, problem in (source.forget_sets() if source is not None else []):
+    for request_id, taken, problem in (ctx.evidence.validated_data(registration) if registration is not None else []):
         if problem:
             found.append(asdict(InheritedRequest(request_id, None, problem)))
             continue
-        corpus_sha = source.request_records()[request_id]["corpus_sha256"]
-        if corpus_sha == data.corpus_sha256:
+        if taken.sha256 == data.corpus_sha256:
             measured = current  # the same forget set as this request: already measured
         else:
             measured = evaluate(
                 ctx, f"inherited {request_id}", quantized.path / "out", quantized.record["model_sha256"],
-                corpus, corpus_sha, None, INHERITED_METRICS,
+                taken.corpus, taken.sha256, None, INHERITED_METRICS,
             )
         found.append(asdict(InheritedRequest(request_id, measured)))
     return found
