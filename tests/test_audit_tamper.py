@@ -328,3 +328,64 @@ def test_the_registry_keeps_a_second_checkpoint_that_catches_a_cut_even_without_
     problems = _problems(evidence)
     registry_problem = next(reason for where, reason in problems.items() if where.startswith("checkpoint in registry"))
     assert f"record {size} missing" in registry_problem
+
+
+# ---- the data trained on, and the request it answers ------------------------------------------------
+@pytest.fixture
+def bench_request(tiny_bench, workspace, tmp_path):
+    """A workspace holding a copy of the tiny bench, and a request on it."""
+    from helpers import write_bench_request
+
+    shutil.copytree(tiny_bench, workspace / "bench" / "tiny")
+    return Workspace.resolve(workspace), write_bench_request(tmp_path / "request.json", "tamper-req-1")
+
+
+def test_data_changed_after_validation_is_never_trained_on_and_a_changed_snapshot_is_named(bench_request):
+    from unlearnops.pipeline.data import corpus_of
+    from unlearnops.request import validate_request
+
+    ws, request_path = bench_request
+    report = validate_request(request_path, workspace=ws, min_privleak_texts=2)
+    assert report.ok, report.failures
+    data = corpus_of(report.data, ws)
+    validated_retain = json.loads((data.corpus / "raw" / "retain.json").read_text())
+    # Between validate and unlearn, the retain set is extended with the forget texts (the issue's example).
+    source_retain = ws.bench_dir("tiny") / "corpus" / "raw" / "retain.json"
+    forget = json.loads((ws.bench_dir("tiny") / "corpus" / "raw" / "forget.json").read_text())
+    source_retain.write_text(json.dumps(json.loads(source_retain.read_text()) + forget))
+    assert json.loads((data.corpus / "raw" / "retain.json").read_text()) == validated_retain  # the stages read the snapshot
+    assert data.corpus.is_relative_to(ws.root / "data") and data.corpus_sha256 in str(data.corpus)
+    # Changing the snapshot itself (inside the workspace) is refused by the next stage, naming the file.
+    snapshot_retain = data.snapshot.path / "corpus" / "raw" / "retain.json"
+    snapshot_retain.write_text(json.dumps(validated_retain + forget))
+    with pytest.raises(UnlearnopsError, match=r"raw/retain.json: changed after validation"):
+        data.corpus
+    snapshot_retain.write_text(json.dumps(validated_retain, indent=2, ensure_ascii=False) + "\n")
+    assert data.corpus.is_dir()  # restored byte for byte: accepted again
+    (data.snapshot.path / "corpus" / "raw" / "extra.json").write_text("[]")
+    with pytest.raises(UnlearnopsError, match="extra.json: added after validation"):
+        data.corpus
+
+
+def test_a_reused_request_id_with_other_content_is_refused_or_recorded_as_superseding(bench_request, cli):
+    from unlearnops.request import load_request
+
+    ws, request_path = bench_request
+    evidence = Evidence(ws)
+    evidence.receive_request(load_request(request_path))
+    evidence.receive_request(load_request(request_path))  # a retry of the same content is the same request
+    changed = json.loads(request_path.read_text())
+    changed["deadline"] = "2026-12-31T00:00:00Z"
+    request_path.write_text(json.dumps(changed))
+    before = evidence.log.records()
+    with pytest.raises(UnlearnopsError, match="already received with different content .* --supersede"):
+        evidence.receive_request(load_request(request_path))
+    assert evidence.log.records() == before
+    refused = cli("run", "--request", request_path, "--pipeline", Path(__file__).resolve().parents[1] / "pipelines" / "ci.yaml")
+    assert refused.exit_code == 1 and "already received with different content" in refused.stderr
+    assert evidence.log.records() == before and not (ws.root / "data").exists()
+    evidence.receive_request(load_request(request_path), supersede=True)
+    superseded = [r for r in evidence.log.records() if r["event"] == audit.REQUEST_SUPERSEDED]
+    assert len(superseded) == 1 and superseded[0]["fields"]["request_id"] == "tamper-req-1"
+    status = evidence.log.status()
+    assert [(p["request_id"], p["attempts"], p["deadline"]) for p in status["pending"]] == [("tamper-req-1", 3, "2026-12-31T00:00:00+00:00")]
