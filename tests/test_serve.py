@@ -183,16 +183,17 @@ def test_start_refuses_a_taken_port(tmp_path):
 
 # ---- the registry (real MLflow on sqlite) ------------------------------------------------------
 def _register(workspace: Workspace, name: str, model_dir: Path, *, gate: str, alias: str, request_ids: list[str]):
+    """Register through the evidence layer (a signed registration record behind the version)."""
+    from unlearnops.evidence import Evidence
+
     uri = workspace.tracking_uri
+    evidence = Evidence(workspace, tracking_uri=uri)
+    for request_id in request_ids:
+        evidence.log.append(audit.REQUEST_VALIDATED, request_id=request_id)
     run_id = registry.log_model_run(model_dir, tracking_uri=uri, artifact_root=workspace.artifact_root, run_name=name, params={})
-    tags = {
-        registry.TAG_GATE: gate,
-        registry.TAG_REQUEST_IDS: json.dumps(request_ids),
-        registry.TAG_MODEL_SHA: sha256_tree(model_dir),
-    }
-    return registry.register_version(
-        name=name, run_id=run_id, tags=tags, run_key=f"{name}:{gate}:{alias}", tracking_uri=uri,
-        audit=audit.AuditLog(workspace.audit_log), alias=alias,
+    return evidence.register(
+        name=name, run_id=run_id, run_key=f"{name}:{gate}:{alias}", model_sha256=sha256_tree(model_dir),
+        gate_passed=gate == "passed", request_ids=request_ids, alias=alias,
     )
 
 
