@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 
 import pytest
 
@@ -203,10 +204,14 @@ def test_cli_models_promote_and_malformed_tags(cli, store):
     assert refused.exit_code == 1 and "gate did not pass" in refused.stderr
     registry.set_version_tag("m", "1", registry.TAG_REQUEST_IDS, "[not json", tracking_uri=uri)
     registry.set_version_tag("m", "1", registry.TAG_METRIC_PREFIX + "q.verbmem_f", "lots", tracking_uri=uri)
-    for command in (("models",), ("models", "--json"), ("promote", "m", "1")):
+    dry_run = ("serve", "--model", "m/1", "--vllm-python", sys.executable, "--dry-run")
+    for command in (("models",), ("models", "--json"), ("promote", "m", "1"), dry_run):
         answered = cli(*command)
         assert "Traceback" not in answered.stdout + answered.stderr
         assert answered.exit_code in (0, 1)
+    # gate --lineage reads the requests from the signed record, not the corrupted tag.
+    [(request_id, corpus, problem)] = evidence.forget_sets("m/1")
+    assert (request_id, corpus) == ("req-1", None) and "not in this workspace" in problem
     listed = json.loads(cli("models", "--json").stdout)[0]
     assert listed["request_ids"] == [] and any("not a number" in p for p in listed["problems"])
     assert "registry inconsistency" in cli("models").stderr

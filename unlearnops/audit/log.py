@@ -251,6 +251,15 @@ class AuditLog:
                 raise UnlearnopsError(f"{self.storage.location}: {err.reason}; run `unlearnops audit verify`") from None
         return result
 
+    def log_id(self) -> str | None:
+        """The log's id, from record 1 (None for an empty or unsigned log); reads one line."""
+        first = next(iter(self.storage.lines()), None)
+        try:
+            record = parse_line(first, 1) if first is not None else None
+        except RecordError:
+            return None
+        return str(record["fields"].get("log_id")) if record and record["event"] == LOG_CREATED else None
+
     def head_hash(self) -> str:
         """The hash of the last record (GENESIS for an empty log)."""
         line = self.storage.last_line()

@@ -143,7 +143,7 @@ class Evidence:
                 raise UnlearnopsError(f"{where}: is {found}, but this workspace's audit log was written with registry {bound['registry_id']}; {fix}")
             return
         other_log = identity.get(LOG_ID_TAG)
-        log_id = self._log_id(records)
+        log_id = self.log.log_id()
         if other_log and log_id and other_log != log_id:
             raise UnlearnopsError(
                 f"{where}: already holds the evidence of audit log {other_log}, not this workspace's log {log_id}; share one "
@@ -160,28 +160,29 @@ class Evidence:
         return self._bind(identity, reason=reason, previous=previous["registry_id"] if previous else None)
 
     def _bind(self, identity: dict[str, str], *, reason: str | None, previous: str | None = None) -> dict[str, Any]:
+        # The registry's identity is written before the record: a crash between the two leaves a
+        # registry that names this log, which the next check accepts and binds again (same id).
         registry_id = identity.get(REGISTRY_ID_TAG) or uuid.uuid4().hex
+        key = self.log.signing_key().public
+        tags = {REGISTRY_ID_TAG: registry_id, PUBLIC_KEY_TAG: key.vkey, FINGERPRINT_TAG: key.fingerprint}
+        if log_id := self.log.log_id():
+            tags[LOG_ID_TAG] = log_id
+        registry.write_identity(self.tracking_uri, self.workspace.artifact_root, tags)
         record = self.log.append(
             audit.REGISTRY_BOUND, registry_id=registry_id, tracking_uri=registry.redact(self.tracking_uri)[:256],
             previous_registry_id=previous, reason=reason,
         )
-        key = self.log.signing_key().public
-        registry.write_identity(self.tracking_uri, self.workspace.artifact_root, {
-            REGISTRY_ID_TAG: registry_id, LOG_ID_TAG: self._log_id(self.log.records()) or "",
-            PUBLIC_KEY_TAG: key.vkey, FINGERPRINT_TAG: key.fingerprint,
-        })
         self._anchor()
         return {"registry_id": registry_id, "previous_registry_id": previous, "seq": record["seq"]}
 
-    @staticmethod
-    def _log_id(records: list[dict]) -> str | None:
-        return str(records[0]["fields"]["log_id"]) if records and records[0]["event"] == audit.LOG_CREATED else None
-
     def _anchor(self) -> None:
-        """Copy the log's latest signed checkpoint into the registry: a second witness, on other storage."""
+        """Copy the log's latest signed checkpoint (and its id) into the registry: a second witness, on other storage."""
         note = self.log.checkpoint_note()
         if note:
-            registry.write_identity(self.tracking_uri, self.workspace.artifact_root, {CHECKPOINT_TAG: note})
+            tags = {CHECKPOINT_TAG: note}
+            if log_id := self.log.log_id():
+                tags[LOG_ID_TAG] = log_id
+            registry.write_identity(self.tracking_uri, self.workspace.artifact_root, tags)
 
     # ---- registering -----------------------------------------------------------------------------
     def register(
