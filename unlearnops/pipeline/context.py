@@ -35,9 +35,11 @@ class RunContext:
              supersede: bool = False) -> "RunContext":
         tracking_uri = registry.tracking_uri_for(workspace)
         evidence = Evidence(workspace, tracking_uri=tracking_uri)
-        # Before anything is written there: a tracking URI pointing at another registry than the
-        # one this workspace's log was written with is refused, not silently started afresh.
-        evidence.check_registry(bind=False)
+        # Before anything is written: a log that does not verify is refused (minutes of work would
+        # end in a registration it cannot vouch for), and so is a tracking URI pointing at another
+        # registry than the one this workspace's log was written with (not silently started afresh).
+        records = evidence.verified_records(action="run a request")
+        evidence.check_registry(bind=False, records=records)
         tracker = Tracker(tracking_uri, workspace.artifact_root)
         runner = StageRunner(StageStore(workspace.stages_dir), tracker, show_progress=show_progress)
         return cls(request_path, config, workspace, tracking_uri, evidence.log, tracker, runner, evidence, supersede)
