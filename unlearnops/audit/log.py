@@ -28,6 +28,7 @@ from typing import Any
 
 from ..errors import UnlearnopsError
 from ..fileio import canonical_json
+from . import queries
 from . import records as rec
 from .records import GENESIS, LOG_CREATED, RecordError, parse_line, record_hash
 from .signing import (
@@ -270,15 +271,11 @@ class AuditLog:
         except RecordError:
             raise UnlearnopsError(f"{self.storage.location}: the last record is damaged; run `unlearnops audit verify`") from None
 
-    def lineage(self, request_id: str):
-        from .queries import lineage
-
-        return lineage(self.records(), request_id)
+    def lineage(self, request_id: str) -> queries.Lineage:
+        return queries.lineage(self.records(), request_id)
 
     def status(self, now=None) -> dict[str, Any]:
-        from .queries import status
-
-        return status(self.records(), now)
+        return queries.status(self.records(), now)
 
     def checkpoint_note(self) -> str | None:
         """The witness's signed checkpoint for this log (what a bundle carries for an outside reviewer)."""

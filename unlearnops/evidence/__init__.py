@@ -34,12 +34,10 @@ from ..audit import queries
 from ..errors import UnlearnopsError
 from ..fileio import canonical_json, sha256_bytes, sha256_file, sha256_tree
 from ..workspace import Workspace
+from . import snapshot
+from .crosscheck import cross_check
+from .tags import CHECKPOINT_TAG, FINGERPRINT_TAG, LOG_ID_TAG, PUBLIC_KEY_TAG, REGISTRY_ID_TAG
 
-REGISTRY_ID_TAG = "unlearnops.registry_id"
-LOG_ID_TAG = "unlearnops.audit.log_id"
-PUBLIC_KEY_TAG = "unlearnops.audit.public_key"
-FINGERPRINT_TAG = "unlearnops.audit.key_fingerprint"
-CHECKPOINT_TAG = "unlearnops.audit.checkpoint"
 ROLE_SOURCE, ROLE_UNLEARNED = "source", "unlearned"
 
 
@@ -435,8 +433,6 @@ class Evidence:
         The snapshot is found in this workspace by the hash in the signed record and re-checked;
         the problem says why it cannot be re-checked (the gate fails such a request, never skips it).
         """
-        from . import snapshot
-
         found = []
         for request_id in registration.request_ids:
             digest = registration.request_data.get(request_id)
@@ -455,8 +451,6 @@ class Evidence:
     # ---- verification ----------------------------------------------------------------------------
     def verify(self, *, check_registry: bool = True) -> audit.VerifyResult:
         """The log, its witness and the registry's checkpoint, then registry and log both ways."""
-        from .crosscheck import cross_check
-
         use_registry = check_registry and self._registry_in_play()
         identity = registry.read_identity(self.tracking_uri) if use_registry else {}
         note = identity.get(CHECKPOINT_TAG)

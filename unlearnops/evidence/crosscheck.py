@@ -16,13 +16,12 @@ import json
 from collections import defaultdict
 
 from .. import audit, registry
+from .tags import FINGERPRINT_TAG, LOG_ID_TAG, REGISTRY_ID_TAG
 
 _DOMAIN_TAG = "unlearnops."
 
 
 def cross_check(evidence, records: list[dict], identity: dict[str, str], result: audit.VerifyResult) -> None:
-    from . import FINGERPRINT_TAG, LOG_ID_TAG, REGISTRY_ID_TAG
-
     uri = evidence.tracking_uri
     where = f"registry {registry.redact(uri)}"
     bound = evidence._bound_registry(records)
