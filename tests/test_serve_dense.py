@@ -1,7 +1,9 @@
 """The dense route's copy: exactly the evaluator's dequantized tensors, reproducible, and measured the same.
 
-The registered model here is the tiny bench target quantized with RTN W4A16 (what pipelines/ci.yaml
-ships); the evaluator runs through the CLI (`unlearnops evaluate`) on both directories.
+The registered model here is the tiny bench's retrain model quantized with RTN W4A16 (the scheme
+pipelines/ci.yaml ships): its MUSE numbers are not saturated (VerbMem_f ~22, PrivLeak AUC ~0.8), so
+a changed weight would show. The evaluator runs through the CLI (`unlearnops evaluate`) on both
+directories, and its per-item details (generated texts, scores, Min-K% values) are compared too.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ def registered_w4a16(tiny_bench, tmp_path_factory):
     from unlearnops.quantize import quantize
 
     out = tmp_path_factory.mktemp("w4a16") / "model"
-    quantize(tiny_bench / "target", "rtn-w4a16", out, group_size=128, show_progress=False)
+    quantize(tiny_bench / "retrain", "rtn-w4a16", out, group_size=128, show_progress=False)
     return out
 
 
@@ -83,15 +85,21 @@ def test_a_changed_cached_copy_is_derived_again(registered_w4a16, copy, tmp_path
     assert notes == []  # a matching cache is reused without deriving
 
 
-def test_the_evaluator_measures_the_same_muse_numbers_on_the_copy(cli, tiny_bench, registered_w4a16, copy):
+def test_the_evaluator_measures_the_same_muse_numbers_on_the_copy(cli, tiny_bench, registered_w4a16, copy, tmp_path):
     retrain_auc = read_json(tiny_bench / "bench.json")["metrics"]["retrain"]["auc"]
 
-    def evaluate(model_dir) -> dict:
-        result = cli("evaluate", "--model", model_dir, "--corpus", tiny_bench / "corpus", "--retrain-auc", retrain_auc, "--json")
+    def evaluate(model_dir, details) -> dict:
+        result = cli(
+            "evaluate", "--model", model_dir, "--corpus", tiny_bench / "corpus", "--retrain-auc", retrain_auc,
+            "--details", details, "--json",
+        )
         assert result.exit_code == 0, result.stderr
         return json.loads(result.stdout)
 
-    registered, served = evaluate(registered_w4a16), evaluate(copy.path)
-    keys = ("verbmem_f", "knowmem_f", "knowmem_r", "privleak", "auc")
+    registered = evaluate(registered_w4a16, tmp_path / "registered.jsonl")
+    served = evaluate(copy.path, tmp_path / "served.jsonl")
+    keys = ("verbmem_f", "knowmem_f", "knowmem_r", "privleak", "auc", "counts")
     assert {k: served[k] for k in keys} == {k: registered[k] for k in keys}
+    assert 0 < registered["verbmem_f"] < 100 and 0 < registered["auc"] < 1  # not saturated: a changed weight would show
+    assert (tmp_path / "served.jsonl").read_text() == (tmp_path / "registered.jsonl").read_text()  # item for item
     assert registered["precision"] == "w4a16 (compressed-tensors)" and served["precision"] == "float32"

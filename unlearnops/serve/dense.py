@@ -123,6 +123,12 @@ def _plain_model(quantized_model, state: dict):
         )
     dense.load_state_dict({k: state[k] for k in wanted}, strict=True, assign=True)
     dense.tie_weights()
+    # Buffers outside the state dict (e.g. rotary inv_freq) are still on the meta device: take the loaded ones.
+    loaded_buffers = dict(quantized_model.named_buffers())
+    for name, buffer in list(dense.named_buffers()):
+        if buffer.is_meta:
+            owner, _, leaf = name.rpartition(".")
+            dense.get_submodule(owner)._buffers[leaf] = loaded_buffers[name]
     dense.eval()
     return dense
 

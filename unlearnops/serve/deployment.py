@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import audit
+from ..fileio import canonical_json, sha256_bytes
 from .command import VllmCommand
 from .process import HEALTH_TIMEOUT_S, VllmServer, exit_description, start_vllm
 
@@ -27,7 +28,7 @@ class Deployment:
 
     `artifact_sha256` is the registered model's hash; `served_sha256` the hash of the directory
     vLLM was handed (the same on the native route; a dense copy's on the dense route, whose
-    `derivation` links the two).
+    `derivation` record links the two: its method, versions and own hash go into the record).
     """
 
     name: str
@@ -40,7 +41,8 @@ class Deployment:
     deployment_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def started_fields(self, command: VllmCommand, served_name: str) -> dict[str, Any]:
-        argv = command.argv
+        """The deployment.started record: flat ids and hashes, as the audit log holds them."""
+        argv, route, derivation = command.argv, self.route or {}, self.derivation or {}
         return {
             "deployment_id": self.deployment_id,
             "name": self.name,
@@ -48,15 +50,29 @@ class Deployment:
             "request_ids": sorted(self.request_ids),
             "artifact_sha256": self.artifact_sha256,
             "served_sha256": self.served_sha256,
-            "route": (self.route or {}).get("name"),
-            "route_reason": (self.route or {}).get("reason"),
+            "route": route.get("name"),
+            "vllm": route.get("vllm"),
+            "vllm_extension": route.get("extension"),
             "dtype": argv[argv.index("--dtype") + 1] if "--dtype" in argv else None,
-            "derivation": self.derivation,
+            **derivation_fields(derivation),
             "served_model_name": served_name,
             "host": command.host,
             "port": command.port,
             "api_key_required": command.api_key_required,
         }
+
+
+def derivation_fields(derivation: dict[str, Any]) -> dict[str, Any]:
+    """How the served copy derives from the registered files (dense route), and the hash of the full record."""
+    if not derivation:
+        return {}
+    return {
+        "derivation_method": derivation["method"],
+        "derived_from_sha256": derivation["source_sha256"],
+        "derivation_dtype": derivation["dtype"] if isinstance(derivation["dtype"], str) else ",".join(derivation["dtype"]),
+        "derivation_versions": [f"{name}=={version}" for name, version in sorted(derivation["versions"].items())],
+        "derivation_record_sha256": sha256_bytes(canonical_json(derivation)),
+    }
 
 
 class Shutdown(BaseException):

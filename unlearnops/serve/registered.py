@@ -55,9 +55,13 @@ class ModelFacts:
 
     @classmethod
     def of_dir(cls, model_dir: Path) -> ModelFacts:
-        tokenizer_config = model_dir / "tokenizer_config.json"
-        in_config = tokenizer_config.is_file() and bool(read_json(tokenizer_config).get("chat_template"))
-        return cls(read_json(model_dir / "config.json"), in_config or any((model_dir / f).is_file() for f in CHAT_TEMPLATE_FILES))
+        config = read_json(model_dir / "config.json")
+        if not isinstance(config, dict):
+            raise UnlearnopsError(f"{model_dir / 'config.json'}: expected a JSON object; this is not a model directory")
+        tokenizer_path = model_dir / "tokenizer_config.json"
+        tokenizer_config = read_json(tokenizer_path) if tokenizer_path.is_file() else {}
+        in_config = isinstance(tokenizer_config, dict) and bool(tokenizer_config.get("chat_template"))
+        return cls(config, in_config or any((model_dir / f).is_file() for f in CHAT_TEMPLATE_FILES))
 
 
 def registered_facts(version: RegisteredVersion) -> ModelFacts:
@@ -92,6 +96,8 @@ def fetch_verified(version: RegisteredVersion, model_dir: Path, *, notify: Calla
         if sha256_tree(model_dir) == expected:
             return expected
         notify(f"{model_dir} does not hash to the registered sha256 {expected[:12]}...; downloading it again")
+    else:
+        notify(f"downloading {version.ref} into {model_dir}")
     with atomic_dir(model_dir) as staging:
         fetch_root = (staging / ".fetch").resolve()
         fetched = Path(version.download(fetch_root)).resolve()
