@@ -40,7 +40,7 @@ say() { echo "setup-vllm [$((SECONDS - started)) s]: $*" >&2; }
 pip_install() {
   "$venv_dir/bin/pip" install --progress-bar off "$@" 2>&1 \
     | { grep --line-buffered -E '^(Collecting|Downloading|Installing|Successfully|ERROR|error)' || true; } \
-    | while IFS= read -r line; do say "pip: $line"; done
+    | while IFS= read -r line; do say "pip: ${line%% (from *}"; done
 }
 
 if [ -x "$venv_dir/bin/python" ] && [ "$(installed_version || true)" = "$want_version" ]; then

