@@ -354,7 +354,7 @@ def test_forcing_an_isa_this_cpu_lacks_is_refused_by_the_dry_run(cli, registered
         "--isa", "avx512_bf16", "--dry-run",
     )
     assert result.exit_code == 1
-    assert f"forces avx512_bf16, but this CPU has {detect_host("auto").detected_isa}" in " ".join(result.stderr.split())
+    assert f"forces avx512_bf16, but this CPU has {detect_host('auto').detected_isa}" in " ".join(result.stderr.split())
     _untouched(registered, before)
 
 
