@@ -43,7 +43,7 @@ def serve_command(
         ),
     ] = None,
     health_timeout: Annotated[float, typer.Option("--health-timeout", min=1, help="Seconds to wait for GET /health == 200.")] = 600.0,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Resolve and gate-check, print the exact vLLM command (key masked), start nothing.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Resolve, gate-check and decide the route (exit 1 when vLLM cannot run the model here); print the route (stderr) and the exact vLLM command (key masked); download and start nothing.")] = False,
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
