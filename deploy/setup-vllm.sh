@@ -4,9 +4,10 @@
 #   bash deploy/setup-vllm.sh [VENV_DIR]          # default: .venv-vllm in the repo root
 #   UNLEARNOPS_VLLM_FLAVOR=gpu bash deploy/setup-vllm.sh   # official vllm on CUDA hosts
 #
-# Expect 5-15 minutes and ~3.4 GB for the CPU flavour (measured on 2-core hosts: 4 min 45 s and
-# 11 min, others' jobs running; ~90 s on an idle machine with a warm pip cache). Progress: pip's
-# own lines (collecting, downloading, installing) and a line every 30 s with the time so far.
+# Expect 5-15 minutes and ~3.4 GB for the CPU flavour (measured on 2-core hosts with others' jobs
+# running: 4 min 45 s, 11 min, 12 min 42 s; ~90 s on an idle machine with a warm pip cache).
+# Progress: pip's own lines (collecting, installing) and a line every 30 s with the time so far:
+# unpacking torch and vLLM ("Installing collected packages") is silent for ~7 minutes.
 # Idempotent: when VENV_DIR already imports the pinned vLLM, it does nothing. Prints the
 # interpreter path to export as UNLEARNOPS_VLLM_PYTHON (stdout; everything else goes to stderr).
 set -euo pipefail
@@ -40,7 +41,7 @@ say() { echo "setup-vllm [$((SECONDS - started)) s]: $*" >&2; }
 pip_install() {
   "$venv_dir/bin/pip" install --progress-bar off "$@" 2>&1 \
     | { grep --line-buffered -E '^(Collecting|Downloading|Installing|Successfully|ERROR|error)' || true; } \
-    | while IFS= read -r line; do say "pip: ${line%% (from *}"; done
+    | while IFS= read -r line; do line="${line%% (from *}"; say "pip: ${line:0:150}"; done
 }
 
 if [ -x "$venv_dir/bin/python" ] && [ "$(installed_version || true)" = "$want_version" ]; then
