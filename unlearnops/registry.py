@@ -226,8 +226,11 @@ class RegisteredVersion:
             path = Path(mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=str(dst), tracking_uri=self.tracking_uri))
         except Exception as err:
             raise UnlearnopsError(f"{self.ref}: cannot download its artifacts ({error_summary(err)})") from None
-        if expected and sha256_tree(path) != expected:
-            raise UnlearnopsError(f"{self.ref}: downloaded files do not match the registered sha256; the artifact store was altered")
+        if expected and (found := sha256_tree(path)) != expected:
+            raise UnlearnopsError(
+                f"{self.ref}: the registry's files hash to {found[:12]}..., not the registered {expected[:12]}...; "
+                "refusing them (the artifact store was altered); restore the artifact or register the model again"
+            )
         return path
 
     def to_dict(self) -> dict[str, Any]:
