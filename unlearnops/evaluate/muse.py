@@ -14,12 +14,12 @@ Decisions, checked against MUSE's public evaluation code (docs/evaluate.md has t
 
 from __future__ import annotations
 
-import contextlib
 import functools
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import progress
 from ..corpus import QA, Corpus
 from ..errors import UnlearnopsError
 from ..fileio import sha256_bytes
@@ -171,14 +171,14 @@ class Metric:
 
 def verbmem_forget(run: Run) -> Outcome:
     items = run.first(run.corpus.verbmem_forget)
-    with _progress("VerbMem forget", len(items), run.show_progress) as advance:
+    with progress.task("VerbMem forget", len(items), enabled=run.show_progress) as bar:
         outputs = generation.generate(
             run.model,
             run.tokenizer,
             [item.prompt for item in items],
             max_new_tokens=VERBMEM_MAX_NEW_TOKENS,
             batch_size=run.batch_size,
-            on_batch=advance,
+            on_batch=bar.advance,
         )
     details = []
     for index, (item, output) in enumerate(zip(items, outputs)):
@@ -202,9 +202,9 @@ def knowmem(split: str, metric: str, run: Run) -> Outcome:
     questions = run.first(run.corpus.knowmem[f"{split}_qa"])
     icl = run.corpus.knowmem[f"{split}_qa_icl"]
     prompts = [knowmem_prompt(icl, qa.question) for qa in questions]
-    with _progress(f"KnowMem {split}", len(prompts), run.show_progress) as advance:
+    with progress.task(f"KnowMem {split}", len(prompts), enabled=run.show_progress) as bar:
         outputs = generation.generate(
-            run.model, run.tokenizer, prompts, max_new_tokens=KNOWMEM_MAX_NEW_TOKENS, batch_size=run.batch_size, on_batch=advance
+            run.model, run.tokenizer, prompts, max_new_tokens=KNOWMEM_MAX_NEW_TOKENS, batch_size=run.batch_size, on_batch=bar.advance
         )
     details = []
     for index, (qa, prompt, output) in enumerate(zip(questions, prompts, outputs)):
@@ -232,9 +232,9 @@ def membership(run: Run) -> Outcome:
     scores: dict[str, list[float]] = {}
     details = []
     total = sum(len(items) for items in texts.values())
-    with _progress(f"PrivLeak ({run.role})", total, run.show_progress) as advance:
+    with progress.task(f"PrivLeak ({run.role})", total, enabled=run.show_progress) as bar:
         for split, label in splits.items():
-            logprobs = token_logprobs(run.model, run.tokenizer, texts[split], batch_size=run.batch_size, on_batch=advance)
+            logprobs = token_logprobs(run.model, run.tokenizer, texts[split], batch_size=run.batch_size, on_batch=bar.advance)
             scores[split] = [min_k_score(row) for row in logprobs]
             for index, (text, row, score) in enumerate(zip(texts[split], logprobs, scores[split])):
                 details.append(
@@ -264,13 +264,3 @@ METRICS: dict[str, Metric] = {
 
 def _mean_percent(details: list[dict]) -> float:
     return sum(row["score"] for row in details) / len(details) * 100
-
-
-@contextlib.contextmanager
-def _progress(description: str, total: int, enabled: bool) -> Iterator[Callable[[int], None]]:
-    """A progress bar on stderr; yields `advance(n)`."""
-    from ..cli.output import progress
-
-    with progress(description, total, disable=not enabled) as bar:
-        task = bar.add_task(description, total=total, status="")
-        yield lambda done: bar.advance(task, done)

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from ..cli.output import progress
+from .. import progress
 from ..corpus import Corpus
 from ..errors import UnlearnopsError
 from ..fileio import atomic_dir, write_json
@@ -254,19 +254,18 @@ def run_epochs(run: Training, show_progress: bool) -> tuple[list[dict], dict]:
     total = min(config.epochs * len(run.forget_loader), config.max_steps or 10**12)
     history: list[dict] = []
     steps_done, why = 0, ""
-    bar = progress("unlearn", total=total, disable=not (show_progress and run.accelerator.is_local_main_process))
-    with bar:
-        task = bar.add_task(f"unlearn {config.method}+{config.regularizer} ({config.mode})", total=total, status="")
+    description = f"unlearn {config.method}+{config.regularizer} ({config.mode})"
+    with progress.task(description, total=total, enabled=show_progress and run.accelerator.is_local_main_process) as bar:
         for epoch in range(1, config.epochs + 1):
             started = time.perf_counter()
-            entry = train_epoch(run, total - steps_done, lambda loss: bar.update(task, advance=1, status=f"epoch {epoch} loss {loss:.3f}"))
+            entry = train_epoch(run, total - steps_done, lambda loss: bar.advance(status=f"epoch {epoch} loss {loss:.3f}"))
             steps_done += entry["steps"]
             entry["metrics"] = evaluate_epoch(run) if run.metrics else {}
             entry["seconds"] = round(time.perf_counter() - started, 2)
             history.append({"epoch": epoch, **entry})
             met, why = targets_met(entry["metrics"], run.targets)
             if met:
-                bar.update(task, total=steps_done)
+                bar.update(total=steps_done)
                 return history, {"chosen_epoch": epoch, "reason": f"first epoch meeting the target: {why}", "target_met": True}
             if steps_done >= total:
                 break
