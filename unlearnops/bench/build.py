@@ -149,8 +149,9 @@ def _evaluate(bench: Path, show_progress: bool) -> dict:
 
 
 def _metric_subset(result: dict) -> dict:
-    keys = ("verbmem_f", "knowmem_f", "knowmem_r", "privleak", "auc")
-    return {key: result.get(key) for key in keys}
+    from ..metrics import METRICS
+
+    return {key: result.get(key) for key in (*METRICS, "auc")}
 
 
 def _manifest(bench: Path, seed: int, size: str, corpus_size, spec: ModelSpec, training: dict, metrics: dict,

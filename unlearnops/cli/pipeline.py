@@ -138,6 +138,7 @@ def _recheck_lineage(ref: str, model: Path | None, workspace: Path | None, limit
     """Evaluate the quantized model on the forget set of every request `ref` already satisfies."""
     from ..evaluate import evaluate_model
     from ..gate import InheritedRequest
+    from ..metrics import inherited as inherited_metrics
     from ..registry import resolve, tracking_uri_for
     from ..workspace import Workspace
 
@@ -150,7 +151,7 @@ def _recheck_lineage(ref: str, model: Path | None, workspace: Path | None, limit
             inherited.append(InheritedRequest(request_id, None, problem))
             continue
         err_console.print(f"re-checking request {request_id}'s forget set {corpus}", highlight=False)
-        inherited.append(InheritedRequest(request_id, evaluate_model(model, corpus, limit=limit, metrics=("verbmem_f", "knowmem_f"))))
+        inherited.append(InheritedRequest(request_id, evaluate_model(model, corpus, limit=limit, metrics=tuple(metric.key for metric in inherited_metrics()))))
     return inherited
 
 

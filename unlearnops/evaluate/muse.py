@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from .. import progress
 from ..corpus import QA, Corpus
 from ..errors import UnlearnopsError
 from ..fileio import sha256_bytes
+from ..metrics.spec import Outcome, Run
 from . import generation
 
 VERBMEM_MAX_NEW_TOKENS = 128
@@ -139,36 +139,7 @@ def token_logprobs(
     return results
 
 
-# ---- the metrics registry ------------------------------------------------------------------
-@dataclass
-class Run:
-    """What every metric needs: the model, its corpus, and how much of it to use."""
-
-    model: Any
-    tokenizer: Any
-    corpus: Corpus
-    limit: int | None = None
-    batch_size: int = 16
-    show_progress: bool = False
-    role: str = "target"  # which model the details lines describe: target or retrain
-
-    def first(self, items: Sequence[Any]) -> list[Any]:
-        return list(items[: self.limit] if self.limit else items)
-
-
-@dataclass
-class Outcome:
-    value: float | None  # ROUGE metrics: 0-100; membership: the AUC, 0-1
-    counts: dict[str, int]
-    details: list[dict] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Metric:
-    needs: tuple[str, ...]  # corpus files, as Corpus.require names them
-    compute: Callable[[Run], Outcome]
-
-
+# ---- the metrics (registered in unlearnops/metrics/muse.py) -----------------------------------
 def verbmem_forget(run: Run) -> Outcome:
     items = run.first(run.corpus.verbmem_forget)
     with progress.task("VerbMem forget", len(items), enabled=run.show_progress) as bar:
@@ -254,12 +225,10 @@ def membership(run: Run) -> Outcome:
     return Outcome(auc, counts, details)
 
 
-METRICS: dict[str, Metric] = {
-    "verbmem_f": Metric(("verbmem/forget",), verbmem_forget),
-    "knowmem_f": Metric(("knowmem/forget_qa", "knowmem/forget_qa_icl"), functools.partial(knowmem, "forget", "knowmem_f")),
-    "knowmem_r": Metric(("knowmem/retain_qa", "knowmem/retain_qa_icl"), functools.partial(knowmem, "retain", "knowmem_r")),
-    "privleak": Metric(("privleak/forget", "privleak/holdout"), membership),
-}
+def privleak_metric(run: Run) -> Outcome:
+    """PrivLeak against the run's retrain AUC (null without one); the model's own AUC is reported beside it."""
+    outcome = membership(run)
+    return Outcome(privleak(outcome.value, run.retrain_auc), outcome.counts, outcome.details, {"auc": outcome.value})
 
 
 def _mean_percent(details: list[dict]) -> float:

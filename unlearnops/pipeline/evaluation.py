@@ -1,8 +1,11 @@
-"""The evaluate stage: MUSE metrics of the source, the full-precision and the quantized model, and of
-the quantized model on the forget set of every request the source version already satisfies.
+"""The evaluate stage: every registered metric (unlearnops.metrics) of the source, the
+full-precision and the quantized model, and the inherited metrics of the quantized model on the
+forget set of every request the source version already satisfies.
 
-One cached stage output per (model, corpus, settings): `evaluate:<role>` in the timings and
-child runs, `metrics.json` (the whole result) logged on the child run.
+One cached stage output per (model, corpus, settings, metrics): `evaluate:<role>` in the
+timings and child runs (its metrics as `metrics.<key>`), `metrics.json` (the whole result)
+logged on the child run. The stage record keeps every registered metric, so the gate and MLflow
+get each one.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from .. import metrics as registry
 from ..fileio import write_json
 from .context import RunContext
 from .data import RequestData
@@ -18,9 +22,8 @@ from .runner import Stage
 from .stages import StageResult
 
 RESULT = "metrics.json"
-# The keys of an evaluation the stage record keeps (metrics.json keeps everything).
-RECORDED = ("verbmem_f", "knowmem_f", "knowmem_r", "privleak", "auc", "precision")
-INHERITED_METRICS = ("verbmem_f", "knowmem_f")
+# Besides the registered metrics, the keys of an evaluation the stage record keeps (metrics.json keeps everything).
+ALSO_RECORDED = ("auc", "precision")
 
 
 def evaluate_all(ctx: RunContext, source, source_dir: StageResult, unlearned: StageResult, quantized: StageResult,
@@ -40,6 +43,7 @@ def evaluate(ctx: RunContext, role: str, model_dir: Path, model_sha: str, corpus
              retrain_auc: float | None, metrics: tuple[str, ...] | None = None) -> dict[str, Any]:
     from ..evaluate import evaluate_model
 
+    metrics = tuple(metrics or registry.METRICS)  # part of the key: a newly registered metric is measured, not missed
     settings = {**ctx.config.evaluate.model_dump(), "retrain_auc": retrain_auc, "metrics": metrics}
 
     def build(tmp: Path) -> dict:
@@ -48,7 +52,7 @@ def evaluate(ctx: RunContext, role: str, model_dir: Path, model_sha: str, corpus
             metrics=metrics, show_progress=ctx.runner.show_progress,
         )
         write_json(tmp / RESULT, result)
-        return {"metrics": {key: result.get(key) for key in RECORDED}}
+        return {"metrics": {key: result.get(key) for key in (*registry.METRICS, *ALSO_RECORDED)}}
 
     stage = Stage("evaluate", settings, {"model": model_sha, "corpus": corpus_sha}, build, label=f"evaluate:{role}",
                   announce=role, params={"role": role}, artifacts=(RESULT,))
@@ -70,7 +74,7 @@ def inherited(ctx: RunContext, source, quantized: StageResult, data: RequestData
         else:
             measured = evaluate(
                 ctx, f"inherited {request_id}", quantized.path / "out", quantized.record["model_sha256"],
-                corpus, corpus_sha, None, INHERITED_METRICS,
+                corpus, corpus_sha, None, tuple(metric.key for metric in registry.inherited()),
             )
         found.append(asdict(InheritedRequest(request_id, measured)))
     return found

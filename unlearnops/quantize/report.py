@@ -15,10 +15,10 @@ from pathlib import Path
 
 from ..errors import UnlearnopsError
 from ..fileio import write_json
+from ..metrics import METRICS
 from .core import quantize
 from .schemes import get_scheme
 
-METRICS = ("verbmem_f", "knowmem_f", "knowmem_r", "privleak")
 FULL_PRECISION = "full precision"
 REPORT_JSON, REPORT_PNG = "quantize-report.json", "quantize-report.png"
 
@@ -61,7 +61,7 @@ def quantize_report(
         "corpus": str(corpus_dir),
         "retrain_auc": retrain_auc,
         "metrics": list(METRICS),
-        "scale": "0-100",
+        "scale": {metric.key: metric.scale for metric in METRICS.values()},
         "rows": rows,
         "plot": str(out / REPORT_PNG),
     }
@@ -105,9 +105,9 @@ def plot_report(rows: list[dict], path: Path) -> None:
         values = [row[metric] if row[metric] is not None else 0.0 for row in rows]
         bars = axis.bar(range(len(rows)), values, color=["#555555"] + ["#4c72b0"] * (len(rows) - 1))
         axis.bar_label(bars, labels=[f"{row[metric]:.1f}" if row[metric] is not None else "n/a" for row in rows], fontsize=7)
-        axis.set_title(metric)
+        axis.set_title(METRICS[metric].label)
         axis.set_xticks(range(len(rows)), labels, rotation=45, ha="right", fontsize=8)
-    axes[0].set_ylabel("score (0-100)")
+    axes[0].set_ylabel("score (" + ", ".join(sorted({m.scale for m in METRICS.values()})) + ")")
     figure.suptitle("MUSE metrics per precision")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
