@@ -141,3 +141,29 @@ def test_the_import_graph_reader_sees_every_kind_of_import():
 def test_no_import_cycle_among_unlearnops_modules():
     found = cycles(import_graph())
     assert not found, "import cycles (data should flow one way): " + "; ".join(" <-> ".join(cycle) for cycle in found)
+
+
+def test_every_package_data_pattern_in_pyproject_names_files_that_exist():
+    import tomllib
+
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())
+    package_data = config["tool"]["setuptools"].get("package-data", {})
+    missing = {f"{package}/{pattern}" for package, patterns in package_data.items() for pattern in patterns
+               if not list((REPO / package.replace(".", "/")).glob(pattern))}
+    assert not missing, f"package-data names files that do not exist: {sorted(missing)}"
+
+
+def test_architecture_doc_names_only_files_and_modules_that_exist():
+    import re
+
+    text = (REPO / "docs" / "architecture.md").read_text()
+    example = text.index("### Adding a metric")  # the worked example proposes new files
+    text = text[:example] + text[text.index("\n## ", example):]
+    plain_blocks = re.findall(r"```\n(.*?)```", text, flags=re.S)  # diagrams (python blocks are code)
+    text = re.sub(r"```.*?```", "", text, flags=re.S)
+    named = set(re.findall(r"`((?:[\w.-]+/)*[\w.-]+\.py|(?:[\w.-]+/)+)`", text))
+    for block in plain_blocks:
+        named.update(re.findall(r"(?<![\w/.])((?:\w+/)*\w+\.py|(?:\w+/)+)(?![\w/])", block))
+    named = {name for name in named if not name.startswith("out/")}  # what a stage writes, not a repository path
+    missing = [name for name in sorted(named) if not any((base / name).exists() for base in (REPO, PACKAGE, REPO / "tests"))]
+    assert not missing, f"docs/architecture.md names files that do not exist: {missing}"

@@ -34,7 +34,7 @@ from typing import Any, Literal
 
 from . import metrics
 from .errors import UnlearnopsError
-from .fileio import write_json, write_text
+from .fileio import write_bytes, write_json, write_text
 from .metrics import METRICS, Metric
 from .policy import QUANT_GAP, Policy
 
@@ -242,15 +242,15 @@ def to_junit_xml(report: GateReport, *, suite: str = "unlearnops.gate") -> str:
 
 
 def plot(report: GateReport, path: Path) -> Path:
-    """Bars per precision for each gated metric, with the threshold as a dashed line."""
-    import matplotlib
+    """Bars per precision for each gated metric, with the threshold as a dashed line (written atomically)."""
+    import io
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # the object API draws with Agg: no display, no global backend switch
 
     panels = [(metric.key, _panel_title(metric), _threshold_line(report, metric)) for metric in metrics.gated()]
     roles = [("source", "source"), ("full_precision", "full precision"), ("quantized", "quantized")]
-    figure, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4))
+    figure = Figure(figsize=(3.2 * len(panels), 3.4), layout="tight")
+    axes = figure.subplots(1, len(panels), squeeze=False)[0]
     for axis, (key, title, threshold) in zip(axes, panels):
         values = [abs(v) if isinstance(v := (report.metrics.get(role) or {}).get(key), (int, float)) else 0.0 for role, _ in roles]
         axis.bar([label for _, label in roles], values, color=["#999999", "#4c72b0", "#dd8452"])
@@ -259,10 +259,9 @@ def plot(report: GateReport, path: Path) -> Path:
         axis.set_title(title, fontsize=9)
         axis.tick_params(axis="x", labelsize=7, rotation=20)
     figure.suptitle(f"release gate: {report.decision}", fontsize=11)
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=90)
-    plt.close(figure)
+    png = io.BytesIO()
+    figure.savefig(png, format="png", dpi=90)
+    write_bytes(path, png.getvalue())
     return path
 
 

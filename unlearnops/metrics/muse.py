@@ -25,7 +25,7 @@ register(Metric(
 register(Metric(
     key="knowmem_r", label="KnowMem_r", name="KnowMem retain", description="KnowMem on the retain QA (utility)",
     needs=("knowmem/retain_qa", "knowmem/retain_qa_icl"), compute=functools.partial(muse.knowmem, "retain", "knowmem_r"),
-    better="higher", reading="higher = kept (utility)",
+    better="higher", reading="higher = kept: utility",
     bound=Bound(
         "min_utility_ratio", "min_ratio_to_source", 0.8,
         "KnowMem_r of the quantized model as a fraction of the source model's KnowMem_r.",

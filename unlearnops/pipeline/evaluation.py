@@ -14,10 +14,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from .. import metrics as registry
+from ..metrics import METRICS
 from ..fileio import write_json
 from .context import RunContext
 from .data import RequestData
+from .lineage import recheck, rechecked_metrics
 from .runner import Stage
 from .stages import StageResult
 
@@ -43,7 +44,7 @@ def evaluate(ctx: RunContext, role: str, model_dir: Path, model_sha: str, corpus
              retrain_auc: float | None, metrics: tuple[str, ...] | None = None) -> dict[str, Any]:
     from ..evaluate import evaluate_model
 
-    metrics = tuple(metrics or registry.METRICS)  # part of the key: a newly registered metric is measured, not missed
+    metrics = tuple(metrics or METRICS)  # part of the key: a newly registered metric is measured, not missed
     settings = {**ctx.config.evaluate.model_dump(), "retrain_auc": retrain_auc, "metrics": metrics}
 
     def build(tmp: Path) -> dict:
@@ -52,7 +53,7 @@ def evaluate(ctx: RunContext, role: str, model_dir: Path, model_sha: str, corpus
             metrics=metrics, show_progress=ctx.runner.show_progress,
         )
         write_json(tmp / RESULT, result)
-        return {"metrics": {key: result.get(key) for key in (*registry.METRICS, *ALSO_RECORDED)}}
+        return {"metrics": {key: result.get(key) for key in (*METRICS, *ALSO_RECORDED)}}
 
     stage = Stage("evaluate", settings, {"model": model_sha, "corpus": corpus_sha}, build, label=f"evaluate:{role}",
                   announce=role, params={"role": role}, artifacts=(RESULT,))
@@ -60,21 +61,12 @@ def evaluate(ctx: RunContext, role: str, model_dir: Path, model_sha: str, corpus
 
 
 def inherited(ctx: RunContext, source, quantized: StageResult, data: RequestData, current: dict) -> list[dict]:
-    """Re-check the forget set of every request the source version already satisfies."""
-    from ..gate import InheritedRequest
+    """Re-check the forget set of every request the source version already satisfies (lineage.recheck)."""
 
-    found = []
-    for request_id, corpus, problem in (source.forget_sets() if source is not None else []):
-        if problem:
-            found.append(asdict(InheritedRequest(request_id, None, problem)))
-            continue
-        corpus_sha = source.request_records()[request_id]["corpus_sha256"]
+    def measure(request_id: str, corpus: Path, corpus_sha: str) -> dict[str, Any]:
         if corpus_sha == data.corpus_sha256:
-            measured = current  # the same forget set as this request: already measured
-        else:
-            measured = evaluate(
-                ctx, f"inherited {request_id}", quantized.path / "out", quantized.record["model_sha256"],
-                corpus, corpus_sha, None, tuple(metric.key for metric in registry.inherited()),
-            )
-        found.append(asdict(InheritedRequest(request_id, measured)))
-    return found
+            return current  # the same forget set as this request: already measured
+        return evaluate(ctx, f"inherited {request_id}", quantized.path / "out", quantized.record["model_sha256"],
+                        corpus, corpus_sha, None, rechecked_metrics())
+
+    return [asdict(request) for request in recheck(source, measure)] if source is not None else []
