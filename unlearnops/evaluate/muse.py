@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .. import progress
-from ..corpus import QA, Corpus
+from ..corpus import QA
 from ..errors import UnlearnopsError
 from ..fileio import sha256_bytes
 from ..metrics.spec import Outcome, Run

@@ -14,8 +14,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from ..metrics import METRICS
 from ..fileio import write_json
+from ..metrics import METRICS
 from .context import RunContext
 from .data import RequestData
 from .lineage import recheck, rechecked_metrics
