@@ -90,13 +90,15 @@ def models(
     documents = [version.to_dict() for version in versions]
 
     def render() -> None:
+        from ..metrics import METRICS
+
         rows = [
             (v["name"], v["version"], ", ".join(v["aliases"]), v["gate"], ", ".join(v["request_ids"]) or "-",
-             v["metrics"].get("q.verbmem_f"), v["metrics"].get("q.knowmem_f"), v["metrics"].get("q.knowmem_r"),
-             "INCONSISTENT" if v["problems"] else "")
+             *(v["metrics"].get(f"q.{key}") for key in METRICS), "INCONSISTENT" if v["problems"] else "")
             for v in documents
         ]
-        out_console.print(table(f"models ({registry.redact(uri)})", ["name", "version", "aliases", "gate (tag)", "requests", "q VerbMem_f", "q KnowMem_f", "q KnowMem_r", "registry"], rows))
+        columns = ["name", "version", "aliases", "gate (tag)", "requests", *(f"q {metric.label}" for metric in METRICS.values()), "registry"]
+        out_console.print(table(f"models ({registry.redact(uri)})", columns, rows))
         for v in documents:
             for problem in v["problems"]:
                 err_console.print(f"[yellow]registry inconsistency[/]: {v['name']}/{v['version']}: {problem}", highlight=False)

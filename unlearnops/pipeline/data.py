@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..bench import MANIFEST, recorded_metrics
+from ..bench import MANIFEST, privleak_reference
 from ..evidence import snapshot as snapshots
 
 
@@ -39,9 +39,5 @@ def corpus_of(resolved, workspace) -> RequestData:
     source = Path(resolved.corpus_dir) if resolved.corpus_dir is not None else None
     bench = source.parent if source is not None and (source.parent / MANIFEST).is_file() else None
     taken = snapshots.take(resolved, workspace, bench=bench)
-    return RequestData(taken, _retrain_auc(taken.path if bench else None), bench)
-
-
-def _retrain_auc(bench: Path | None) -> float | None:
-    auc = recorded_metrics(bench, "retrain").get("auc") if bench else None
-    return float(auc) if isinstance(auc, (int, float)) else None
+    # The snapshot keeps a bench's bench.json beside its corpus, where privleak_reference reads it.
+    return RequestData(taken, privleak_reference(taken.corpus), bench)

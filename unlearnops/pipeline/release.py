@@ -14,6 +14,7 @@ from typing import Any
 
 from .. import registry
 from ..fileio import canonical_json, sha256_bytes, sha256_file
+from ..metrics import METRICS
 from .context import RunContext
 from .data import RequestData
 from .runner import Stage
@@ -90,7 +91,7 @@ def _gated_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     """{"q.verbmem_f": ..., "fp.knowmem_r": ...}: the numbers shown beside a version in `models`."""
     found = {}
     for role, prefix in (("quantized", "q"), ("full_precision", "fp")):
-        for key in ("verbmem_f", "knowmem_f", "knowmem_r", "privleak"):
+        for key in METRICS:
             if isinstance(value := metrics[role].get(key), (int, float)) and not isinstance(value, bool):
                 found[f"{prefix}.{key}"] = value
     return found
