@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from ..errors import error_document
 from .options import JsonOpt, WorkspaceOpt
 from .output import emit, out_console, table
 
@@ -45,9 +46,12 @@ def _tracking_uri(resolved, check_registry: bool) -> str | None:
     """The registry to cross-check, or None when off or when the workspace has no store yet."""
     if not check_registry:
         return None
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or resolved.tracking_uri
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri is None and not resolved.tracking_db.exists():
         return None  # no registry was ever created here: nothing to cross-check, and none to create
+    uri = uri or resolved.tracking_uri
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        return None
     return uri
 
 
@@ -60,6 +64,8 @@ def verify_command(workspace: WorkspaceOpt = None, registry: RegistryCheckOpt = 
     log, resolved = _open(workspace)
     result = log.verify(_tracking_uri(resolved, registry))
     document = {"log": str(log.path), **result.to_dict()}
+    if not result.ok:  # --json readers find why under the error object's keys (errors.error_document)
+        document = error_document(f"the audit log does not verify: {result.reason}", field="audit log", **document)
 
     def render() -> None:
         if result.ok:
@@ -119,7 +125,7 @@ def status_command(workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> 
 @audit_app.command("export")
 def export_command(
     request: RequestOpt,
-    out: Annotated[Path, typer.Option("--out", help="The evidence bundle (JSON) to write; written atomically.")],
+    out: Annotated[Path, typer.Option("--out", help="The evidence bundle (JSON) to write; written atomically, over a regular file or nothing (never a link, FIFO or device).")],
     workspace: WorkspaceOpt = None,
     registry: RegistryCheckOpt = True,
     as_json: JsonOpt = False,
@@ -132,9 +138,11 @@ def export_command(
 
     log, resolved = _open(workspace)
     bundle = log.evidence_bundle(request, _tracking_uri(resolved, registry))
-    write_json(out, bundle)
+    write_json(out, bundle, what="--out")  # the output policy: a regular file or nothing is replaced
     ok = bundle["verification"]["ok"]
     document = {"out": str(out), "bundle_sha256": bundle["bundle_sha256"], "records": len(bundle["records"]), "verified": ok}
+    if not ok:  # --json readers find why under the error object's keys (errors.error_document)
+        document = error_document("the audit log does not verify; the bundle records the failure", field="audit log", **document)
 
     def render() -> None:
         state = "[green]verified[/]" if ok else "[bold red]log does NOT verify[/]"
