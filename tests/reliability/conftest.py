@@ -38,6 +38,22 @@ STAGE_TIMEOUT_S = 900  # a shared 2-core machine can be several times slower tha
 POLL_S = 0.02
 
 
+@pytest.fixture(scope="session")
+def default_bench(tmp_path_factory) -> Path:
+    """The `--size default` bench, built once per session (3-6 minutes on 2 cores); the examples name it.
+
+    Set UNLEARNOPS_TEST_DEFAULT_BENCH to a prebuilt default bench to skip the build while iterating.
+    """
+    prebuilt = os.environ.get("UNLEARNOPS_TEST_DEFAULT_BENCH")
+    if prebuilt:
+        return Path(prebuilt)
+    from unlearnops.bench import build_bench
+
+    out = tmp_path_factory.mktemp("bench") / "default"
+    build_bench(out, seed=0, size="default", show_progress=False)
+    return out
+
+
 def unlearnops_exe() -> str:
     """The console script of the venv running the tests (.venv/bin/unlearnops)."""
     return str(Path(sys.executable).with_name("unlearnops"))
