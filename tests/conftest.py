@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import session_bench
+
 SHARED_MUSE_NEWS = Path(__file__).resolve().parents[1].parent / "shared" / "muse-news"
 
 
@@ -57,11 +59,5 @@ def tiny_bench(tmp_path_factory) -> Path:
 
     Set UNLEARNOPS_TEST_BENCH to a prebuilt tiny bench to skip the build while iterating.
     """
-    prebuilt = os.environ.get("UNLEARNOPS_TEST_BENCH")
-    if prebuilt:
-        return Path(prebuilt)
-    from unlearnops.bench import build_bench
+    return session_bench(tmp_path_factory, "tiny", "UNLEARNOPS_TEST_BENCH")
 
-    out = tmp_path_factory.mktemp("bench") / "tiny"
-    build_bench(out, seed=0, size="tiny", show_progress=False)
-    return out

@@ -259,18 +259,20 @@ def sha256_tree(root: Path | str) -> str:
 
 def check_file_target(path: Path | str, *, what: str = "output") -> None:
     """Refuse to write over anything but a regular file: a symlink, FIFO, device, socket or directory stays as it is."""
-    path = Path(path)
+    _refuse_other_kinds(Path(path), stat.S_ISREG, what, "name a new or regular file")
+
+
+def _refuse_other_kinds(path: Path, allowed, what: str, fix: str) -> bool:
+    """Whether `path` exists (not following links); refuse it when its kind is not `allowed` (stat.S_IS*)."""
     try:
         mode = os.lstat(path).st_mode
     except FileNotFoundError:
-        return
+        return False
     except OSError as err:
-        raise UnlearnopsError(f"{what} {path}: cannot be inspected ({err.strerror}); choose another path", field=_option(what)) from None
-    if not stat.S_ISREG(mode):
-        raise UnlearnopsError(
-            f"{what} {path}: exists and is a {_kind(mode)}, which unlearnops never replaces; name a new or regular file",
-            field=_option(what),
-        )
+        raise UnlearnopsError(f"{what} {_short(path)}: cannot be inspected ({err.strerror}); {fix}", field=_option(what)) from None
+    if not allowed(mode):
+        raise UnlearnopsError(f"{what} {path}: exists and is a {_kind(mode)}, which unlearnops never replaces; {fix}", field=_option(what))
+    return True
 
 
 def _option(what: str) -> str | None:
@@ -311,17 +313,8 @@ def check_dir_target(out: Path | str, *, what: str = "output") -> None:
     """Refuse an output directory that writing would destroy: anything but nothing, an empty directory,
     or a directory holding only what unlearnops wrote there (its OUTPUT_MARKER lists every entry)."""
     out = Path(out)
-    try:
-        mode = os.lstat(out).st_mode
-    except FileNotFoundError:
+    if not _refuse_other_kinds(out, stat.S_ISDIR, what, "choose a new or empty directory"):
         return
-    except OSError as err:
-        raise UnlearnopsError(f"{what} {out}: cannot be inspected ({err.strerror}); choose another directory", field=_option(what)) from None
-    if not stat.S_ISDIR(mode):
-        raise UnlearnopsError(
-            f"{what} {out}: exists and is a {_kind(mode)}, which unlearnops never replaces; choose a new or empty directory",
-            field=_option(what),
-        )
     present = _entries(out)
     foreign = sorted(present - _written_entries(out))
     if foreign:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import CI_PIPELINE, REQUEST_ID, child_env, registered_versions, start, unlearnops_exe, write_request
+from .conftest import CI_PIPELINE, REQUEST_ID, child_env, kill_when, registered_versions, start, unlearnops_exe, write_request
 
 pytestmark = pytest.mark.slow
 
@@ -73,20 +73,6 @@ MOMENTS = {  # name -> what must hold when the process is killed
 }
 
 
-def kill_at(proc, ready, what: str) -> bool:
-    """SIGKILL `proc` when ready() holds; False if it got past that moment too fast to be caught."""
-    deadline = time.monotonic() + KILL_TIMEOUT_S
-    while not ready():
-        if proc.popen.poll() is not None:
-            raise AssertionError(f"{proc.name}: exited {proc.popen.returncode} before '{what}'\n{proc.err[-3000:]}")
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise AssertionError(f"{proc.name}: no '{what}' after {KILL_TIMEOUT_S} s")
-        time.sleep(0.005)
-    proc.kill()
-    return True
-
-
 def test_a_first_run_killed_while_the_store_is_created_never_bricks_the_workspace(tiny_bench, tmp_path):
     workspace = tmp_path / "workspace"
     shutil.copytree(tiny_bench, workspace / "bench" / "tiny")
@@ -98,7 +84,7 @@ def test_a_first_run_killed_while_the_store_is_created_never_bricks_the_workspac
         if moment == "store renamed into place":
             assert store_state(workspace / "mlflow.db") == "absent"  # every earlier kill left no store in place
         proc = start(f"store-kill-{index}", args, env=env, logs=tmp_path / "logs")
-        kill_at(proc, condition(workspace), moment)
+        kill_when(proc, condition(workspace), moment, poll=0.005)  # the first moments last tens of milliseconds
         assert proc.popen.returncode == -9
         states[moment] = store_state(workspace / "mlflow.db")
     # Killed before the rename: no store (never a half-built one); killed after: a complete one.
