@@ -122,13 +122,19 @@ def _create(db: Path) -> None:
     partial = db.with_name(f".{db.name}.{os.getpid()}{PARTIAL_SUFFIX}")
     engine = sqlalchemy.create_engine(f"sqlite:///{partial}")
     try:
-        _initialize_tables(engine)
-        _verify_schema(engine)
-    finally:
-        engine.dispose()
-    with open(partial, "rb+") as handle:
-        os.fsync(handle.fileno())
-    os.replace(partial, db)
+        try:
+            _initialize_tables(engine)
+            _verify_schema(engine)
+        finally:
+            engine.dispose()
+        with open(partial, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(partial, db)
+    except BaseException:  # a full disk, say: leave nothing half-built behind (a SIGKILL's leftovers are swept)
+        for path in (partial, *_sidecars(partial)):
+            with contextlib.suppress(OSError):
+                path.unlink()
+        raise
     _fsync_dir(db.parent)
 
 
