@@ -65,8 +65,8 @@ def _is_complete(db: Path) -> bool:
 
 def _inspect(db: Path) -> tuple[str | None, bool]:
     """(alembic revision, whether any experiment beyond Default, run or registered model exists)."""
-    try:
-        connection = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
+    try:  # read-write: a store whose writer was killed has a hot journal, which the first reader must roll back
+        connection = sqlite3.connect(db, timeout=BUSY_TIMEOUT_S)
     except sqlite3.Error as err:
         raise _unreadable(db, err) from None
     try:
@@ -95,6 +95,8 @@ def _unreadable(db: Path, err: sqlite3.Error) -> UnlearnopsError:
             f"MLflow tracking store {db}: database is locked by another process for over {BUSY_TIMEOUT_S:.0f} s; "
             "wait for it to finish (or stop it), then rerun"
         )
+    if "readonly" in text or "read-only" in text:
+        return UnlearnopsError(f"MLflow tracking store {db}: cannot be written ({text}); make the file writable, then rerun")
     return _corrupt(db, text)
 
 

@@ -123,8 +123,9 @@ def ours(target: Path) -> set[str]:
 
 
 @pytest.fixture
-def inputs(tmp_path_factory):
+def inputs(tmp_path_factory, tiny_bench):
     root = tmp_path_factory.mktemp("inputs")
+    (root / "bench").symlink_to(tiny_bench, target_is_directory=True)
     (root / "metrics.json").write_text(json.dumps(METRICS))
     log = AuditLog(root / "workspace" / "audit.jsonl")
     log.append(REQUEST_RECEIVED, request_id="outputs-0001", request_sha256="0" * 64, deadline="2026-12-02T09:30:00+00:00")
@@ -143,8 +144,15 @@ def export_args(inputs: Path, out: Path) -> list:
     return ["audit", "export", "--request", "outputs-0001", "--out", out, "--workspace", inputs / "workspace", "--no-registry", "--json"]
 
 
+def details_args(inputs: Path, out: Path) -> list:
+    bench = inputs / "bench"
+    return ["evaluate", "--model", bench / "target", "--corpus", bench / "corpus", "--metric", "verbmem_f", "--limit", "1",
+            "--details", out, "--json"]
+
+
 # command -> (argument builder, writes a directory?)
-CHEAP = {"gate --out": (gate_args, True), "gate --junit": (junit_args, False), "audit export --out": (export_args, False)}
+CHEAP = {"gate --out": (gate_args, True), "gate --junit": (junit_args, False), "audit export --out": (export_args, False),
+         "evaluate --details": (details_args, False)}
 
 
 @PROPERTY
@@ -170,7 +178,7 @@ def test_out_never_removes_or_replaces_a_file_it_did_not_write(cli, inputs, tmp_
     else:
         assert result.exit_code == 1, (state, result.stdout, result.stderr)
         error = json.loads(result.stdout)
-        assert error["exit_code"] == 1 and error["field"] in ("--out", "--junit"), error
+        assert error["exit_code"] == 1 and error["field"] in ("--out", "--junit", "--details"), error
         assert "Traceback" not in result.stderr
         owned = set()
     assert_nothing_foreign_changed(before, after, owned)
