@@ -315,12 +315,18 @@ def check_dir_target(out: Path | str, *, what: str = "output") -> None:
     out = Path(out)
     if not _refuse_other_kinds(out, stat.S_ISDIR, what, "choose a new or empty directory"):
         return
-    present = _entries(out)
-    foreign = sorted(present - _written_entries(out))
+    written = _written_entries(out)
+    foreign = sorted(_entries(out) - (written or set()))
+    if foreign and written is None:
+        raise UnlearnopsError(
+            f"{what} {out}: a non-empty directory unlearnops did not write (no {OUTPUT_MARKER} listing its files; it holds "
+            f"e.g. {foreign[0]}), which writing the output would delete; choose a new or empty directory, or remove it",
+            field=_option(what),
+        )
     if foreign:
         raise UnlearnopsError(
-            f"{what} {out}: holds {len(foreign)} file(s) unlearnops did not write there (e.g. {foreign[0]}), which writing "
-            "the output would delete; choose a new or empty directory, or move them out",
+            f"{what} {out}: an earlier output holding {len(foreign)} file(s) unlearnops did not write there (e.g. {foreign[0]}), "
+            "which writing the output would delete; move them out or choose another directory",
             field=_option(what),
         )
 
@@ -337,17 +343,17 @@ def _entries(root: Path) -> set[str]:
     return found
 
 
-def _written_entries(out: Path) -> set[str]:
-    """What the OUTPUT_MARKER of a directory atomic_dir wrote says it holds (nothing if absent or unreadable)."""
+def _written_entries(out: Path) -> set[str] | None:
+    """What the OUTPUT_MARKER of a directory atomic_dir wrote says it holds (None: no readable marker)."""
     marker = out / OUTPUT_MARKER
     if not marker.is_file() or marker.is_symlink():
-        return set()
+        return None
     try:
         document = read_json(marker, max_bytes=16 * 1024 * 1024)
     except UnlearnopsError:
-        return set()
+        return None
     entries = document.get("entries") if isinstance(document, dict) and document.get("written_by") == "unlearnops" else None
-    return {entry for entry in entries if isinstance(entry, str)} if isinstance(entries, list) else set()
+    return {entry for entry in entries if isinstance(entry, str)} if isinstance(entries, list) else None
 
 
 @contextlib.contextmanager
