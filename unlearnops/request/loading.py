@@ -156,11 +156,11 @@ CORPUS_PARTS: dict[str, dict[str, tuple[str, ...]]] = {
 }
 REQUIRED_PARTS = ("forget_texts", "privleak_forget", "retain_texts", "holdout_texts")
 
-# What each role takes from explicit files: attribute -> (key in the request, reader).
 def _read_qa(path: Path) -> list[QA]:
     return [QA(**item) for item in read_records(path, ("question", "answer"))]
 
 
+# What each role takes from explicit files: attribute -> (key in the request, reader).
 FILE_PARTS: dict[str, dict[str, tuple[str, Callable[[Path], list]]]] = {
     "forget": {
         "forget_texts": ("texts", read_strings),
