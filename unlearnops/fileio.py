@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import UnlearnopsError
+from .errors import UnlearnopsError, UsageError
 
 MAX_JSON_BYTES = 64 * 1024 * 1024
 MAX_JSON_DEPTH = 32
@@ -269,10 +269,16 @@ def _refuse_other_kinds(path: Path, allowed, what: str, fix: str) -> bool:
     except FileNotFoundError:
         return False
     except OSError as err:
-        raise UnlearnopsError(f"{what} {_short(path)}: cannot be inspected ({err.strerror}); {fix}", field=_option(what)) from None
+        raise _refusal(what, f"{_short(path)}: cannot be inspected ({err.strerror}); {fix}") from None
     if not allowed(mode):
-        raise UnlearnopsError(f"{what} {path}: exists and is a {_kind(mode)}, which unlearnops never replaces; {fix}", field=_option(what))
+        raise _refusal(what, f"{path}: exists and is a {_kind(mode)}, which unlearnops never replaces; {fix}")
     return True
+
+
+def _refusal(what: str, message: str) -> UnlearnopsError:
+    """An output the policy refuses: a usage error (exit 2) when an option named it, as click treats a bad option value."""
+    option = _option(what)
+    return (UsageError if option else UnlearnopsError)(f"{what} {message}", field=option)
 
 
 def _option(what: str) -> str | None:
@@ -318,17 +324,13 @@ def check_dir_target(out: Path | str, *, what: str = "output") -> None:
     written = _written_entries(out)
     foreign = sorted(_entries(out) - (written or set()))
     if foreign and written is None:
-        raise UnlearnopsError(
-            f"{what} {out}: a non-empty directory unlearnops did not write (no {OUTPUT_MARKER} listing its files; it holds "
-            f"e.g. {foreign[0]}), which writing the output would delete; choose a new or empty directory, or remove it",
-            field=_option(what),
-        )
+        raise _refusal(what, (
+            f"{out}: a non-empty directory unlearnops did not write (no {OUTPUT_MARKER} listing its files; it holds "
+            f"e.g. {foreign[0]}), which writing the output would delete; choose a new or empty directory, or remove it"))
     if foreign:
-        raise UnlearnopsError(
-            f"{what} {out}: an earlier output holding {len(foreign)} file(s) unlearnops did not write there (e.g. {foreign[0]}), "
-            "which writing the output would delete; move them out or choose another directory",
-            field=_option(what),
-        )
+        raise _refusal(what, (
+            f"{out}: an earlier output holding {len(foreign)} file(s) unlearnops did not write there (e.g. {foreign[0]}), "
+            "which writing the output would delete; move them out or choose another directory"))
 
 
 def _entries(root: Path) -> set[str]:

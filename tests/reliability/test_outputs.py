@@ -176,9 +176,9 @@ def test_out_never_removes_or_replaces_a_file_it_did_not_write(cli, inputs, tmp_
         assert result.exit_code == 0, result.stderr
         owned = ours(target) | {target.name} if is_dir else {target.name}
     else:
-        assert result.exit_code == 1, (state, result.stdout, result.stderr)
+        assert result.exit_code == 2, (state, result.stdout, result.stderr)  # a bad option value: a usage error
         error = json.loads(result.stdout)
-        assert error["exit_code"] == 1 and error["field"] in ("--out", "--junit", "--details"), error
+        assert error["exit_code"] == 2 and error["field"] in ("--out", "--junit", "--details"), error
         assert "Traceback" not in result.stderr
         owned = set()
     assert_nothing_foreign_changed(before, after, owned)
@@ -195,7 +195,7 @@ def test_a_device_node_is_never_replaced(cli, inputs, tmp_path):
         pytest.skip("mknod is not allowed here (needs CAP_MKNOD)")
     for args in (export_args(inputs, device), junit_args(inputs, device), gate_args(inputs, device)):
         result = cli(*args)
-        assert result.exit_code == 1 and "character device" in json.loads(result.stdout)["error"], result.stdout
+        assert result.exit_code == 2 and "character device" in json.loads(result.stdout)["error"], result.stdout
         assert stat.S_ISCHR(os.lstat(device).st_mode) and os.lstat(device).st_rdev == os.makedev(1, 7)
 
 
@@ -217,7 +217,7 @@ def test_quantize_and_unlearn_refuse_what_they_would_destroy_before_any_work(cli
     for args in (["quantize", "--model", tiny_model, "--scheme", "rtn-w4a16", "--group-size", "32", "--out", target, "--json"],
                  ["unlearn", "--model", tiny_bench / "target", "--corpus", tiny_bench / "corpus", "--out", target, "--json"]):
         result = cli(*args)
-        assert result.exit_code == 1, (args[0], state, result.stdout, result.stderr)
+        assert result.exit_code == 2, (args[0], state, result.stdout, result.stderr)
         assert json.loads(result.stdout)["field"] == "--out"
     assert snapshot(tmp_path) == before
 
@@ -235,5 +235,5 @@ def test_quantize_replaces_its_own_earlier_output_atomically(cli, tiny_model, tm
     assert not list(tmp_path.glob(".quantized.*")), "temporary siblings left behind"
     (out / "mine.txt").write_text("now the directory holds a file of the user's")
     refused = cli(*args)
-    assert refused.exit_code == 1 and "mine.txt" in json.loads(refused.stdout)["error"]
+    assert refused.exit_code == 2 and "mine.txt" in json.loads(refused.stdout)["error"]
     assert (out / "mine.txt").read_text().startswith("now the directory")
