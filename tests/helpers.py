@@ -79,3 +79,14 @@ def session_bench(tmp_path_factory, size: str, prebuilt_env: str) -> Path:
     out = tmp_path_factory.mktemp("bench") / size
     build_bench(out, seed=0, size=size, show_progress=False)
     return out
+
+
+def package_with_metric(dst: Path, module: Path) -> Path:
+    """A copy of the unlearnops package with one more metric module in unlearnops/metrics/; put
+    the returned directory first on PYTHONPATH (a subprocess) to use it."""
+    import shutil
+
+    package = Path(__file__).resolve().parents[1] / "unlearnops"
+    shutil.copytree(package, dst / "unlearnops", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(module, dst / "unlearnops" / "metrics" / module.name)
+    return dst

@@ -292,14 +292,19 @@ def _kind(mode: int) -> str:
 
 
 def write_text(path: Path | str, text: str, *, what: str = "output") -> None:
-    """Write a text file atomically: a temporary file in the same directory, then rename over a regular file or nothing."""
+    """Write a text file (e.g. JSON Lines) atomically (see write_bytes)."""
+    write_bytes(path, text.encode("utf-8"), what=what)
+
+
+def write_bytes(path: Path | str, data: bytes, *, what: str = "output") -> None:
+    """Write a file atomically: a temporary file in the same directory, then rename over a regular file or nothing."""
     path = Path(path)
     check_file_target(path, what=what)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         check_file_target(path, what=what)  # again: the path may have changed while we wrote
