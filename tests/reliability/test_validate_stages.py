@@ -22,7 +22,7 @@ from unlearnops.corpus import Corpus
 from unlearnops.errors import UnlearnopsError
 from unlearnops.evaluate import evaluate_model
 from unlearnops.evaluate.evaluator import plan
-from unlearnops.evaluate.muse import METRICS
+from unlearnops.metrics import METRICS
 from unlearnops.pipeline.data import corpus_of
 from unlearnops.request import validate_request
 from unlearnops.workspace import Workspace

@@ -104,7 +104,7 @@ def _stage_checks(data: ResolvedData) -> list[Check]:
     if problems:
         return [Check("few_shot", field, False, message) for field, message in problems]
     from ..evaluate.evaluator import plan
-    from ..evaluate.muse import METRICS
+    from ..metrics import METRICS
 
     try:
         runnable, notes = plan(data.stage_corpus(), list(METRICS))
