@@ -273,3 +273,57 @@ def test_cli_export_writes_a_sealed_bundle(cli, workspace, tmp_path):
     assert all("req-2" not in json.dumps(r) for r in bundle["records"])
     bundle["records"][0]["fields"]["request_sha256"] = "0" * 64
     assert bundle_digest(bundle) != bundle["bundle_sha256"]
+
+
+# ---- the storage seam -----------------------------------------------------------------------------
+class _ListStorage(audit.storage.AuditStorage):
+    """A second backend (lines in a list, a threading lock): the seam a database backend implements."""
+
+    def __init__(self):
+        import threading
+
+        self.rows: list[bytes] = []
+        self.location = "memory:test"
+        self._lock = threading.Lock()
+
+    def exists(self):
+        return bool(self.rows)
+
+    def lines(self):
+        return iter(list(self.rows))
+
+    def last_line(self):
+        return self.rows[-1] if self.rows else None
+
+    def appending(self):
+        import contextlib
+
+        storage = self
+
+        class Session(audit.storage.AppendSession):
+            def last_line(self):
+                return storage.last_line()
+
+            def lines(self):
+                return storage.lines()
+
+            def append_line(self, line):
+                storage.rows.append(line)
+
+        @contextlib.contextmanager
+        def section():
+            with storage._lock:
+                yield Session()
+
+        return section()
+
+
+def test_the_log_runs_the_same_on_another_storage_backend():
+    storage = _ListStorage()
+    log = AuditLog(storage)
+    log.append(audit.REQUEST_RECEIVED, request_id="req-1")
+    log.append(audit.RUN_STARTED, run_id="run-1", request_id="req-1")
+    assert log.verify().ok and log.verify().checked == 2 and log.path is None
+    assert [json.loads(row)["seq"] for row in storage.rows] == [1, 2]
+    storage.rows[0] = storage.rows[0].replace(b"req-1", b"req-9")
+    assert log.verify().first_bad_seq == 1

@@ -59,7 +59,7 @@ def verify_command(workspace: WorkspaceOpt = None, registry: RegistryCheckOpt = 
     """
     log, resolved = _open(workspace)
     result = log.verify(_tracking_uri(resolved, registry))
-    document = {"log": str(log.path), **result.to_dict()}
+    document = {"log": log.storage.location, **result.to_dict()}
 
     def render() -> None:
         if result.ok:
@@ -85,7 +85,7 @@ def show_command(request: RequestOpt, workspace: WorkspaceOpt = None, as_json: J
     log, _ = _open(workspace)
     lineage = log.lineage(request)
     if not lineage.records:
-        raise UnlearnopsError(f"--request {request}: no record in {log.path} names this request; check the id")
+        raise UnlearnopsError(f"--request {request}: no record in {log.storage.location} names this request; check the id")
     summary = lineage.summary()
 
     def render() -> None:

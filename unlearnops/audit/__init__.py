@@ -15,12 +15,12 @@ on floats (JCS prints ECMAScript numbers, 1.0 -> 1) and on non-ASCII keys (JCS s
 code units), and neither can occur here.
 
 The log never carries the forgotten text: a field value longer than 256 characters is refused.
-Appends from several processes are serialised by a file lock around read-head + append + fsync.
+Where the lines live is the storage seam (storage.py: a file by default); every append runs in the
+backend's exclusive section (read head + append), so concurrent writers never fork the chain.
 """
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -28,13 +28,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .errors import UnlearnopsError, did_you_mean
-from .fileio import canonical_json, parse_json, sha256_bytes
+from ..errors import UnlearnopsError, did_you_mean
+from ..fileio import canonical_json, parse_json, sha256_bytes
+from .storage import AuditStorage, FileStorage
 
 GENESIS = "0" * 64
 MAX_VALUE_CHARS = 256
 MAX_LIST_ITEMS = 1024
-LOCK_TIMEOUT_S = 60.0
 AUDIT_HEAD_TAG = "unlearnops.audit_head"
 EVIDENCE_FORMAT = "unlearnops.audit-evidence/1"
 
@@ -142,60 +142,42 @@ def request_ids_of(fields: dict) -> set[str]:
 
 
 class AuditLog:
-    """An append-only, hash-chained JSON Lines file; safe for concurrent writers (file lock)."""
+    """An append-only, hash-chained log of records, kept by a storage backend (storage.py)."""
 
-    def __init__(self, path: Path | str):
-        self.path = Path(path)
-        self.lock_path = self.path.with_name(self.path.name + ".lock")
+    def __init__(self, storage: AuditStorage | Path | str):
+        self.storage = storage if isinstance(storage, AuditStorage) else FileStorage(storage)
+        # The file a file-backed log lives in (None on other backends).
+        self.path = getattr(self.storage, "path", None)
 
     # ---- writing -----------------------------------------------------------------------------
     def append(self, event: str, **fields: Any) -> dict:
         """Append one record and return it (with seq, prev and hash); durable when this returns."""
-        from filelock import FileLock, Timeout
-
         _check_event(event, fields)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            with FileLock(str(self.lock_path), timeout=LOCK_TIMEOUT_S):
-                last = self._last_record()
-                record = {
-                    "seq": last["seq"] + 1 if last else 1,
-                    "timestamp": utc_now(),
-                    "event": event,
-                    "fields": fields,
-                    "prev": last["hash"] if last else GENESIS,
-                }
-                record["hash"] = record_hash(record)
-                self._write_line(canonical_json(record) + b"\n")
-        except Timeout:
-            raise UnlearnopsError(
-                f"{self.lock_path}: another process has held the audit lock for {LOCK_TIMEOUT_S:.0f} s; "
-                "retry, or remove the lock file if no unlearnops process is running"
-            ) from None
+        with self.storage.appending() as session:
+            last = self._whole_record(session.last_line())
+            record = {
+                "seq": last["seq"] + 1 if last else 1,
+                "timestamp": utc_now(),
+                "event": event,
+                "fields": fields,
+                "prev": last["hash"] if last else GENESIS,
+            }
+            record["hash"] = record_hash(record)
+            session.append_line(canonical_json(record))
         return record
 
-    def _write_line(self, line: bytes) -> None:
-        # O_APPEND + one write + fsync: the line is on disk, whole, before the lock is released.
-        descriptor = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(descriptor, line)
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
-
-    def _last_record(self) -> dict | None:
-        """The tail record, checked to be whole: appending after a torn line would hide it."""
-        tail = _tail_line(self.path)
-        if tail is None:
+    def _whole_record(self, line: bytes | None) -> dict | None:
+        """The tail record, checked to be whole: appending after a damaged line would hide it."""
+        if line is None:
             return None
-        text, complete = tail
         try:
-            record = _parse_record(text, seq_hint=0)
-        except _ChainError:
-            complete = False
-        if not complete or record_hash(record) != record["hash"]:
+            record = _parse_record(line.decode("utf-8"), seq_hint=0)
+            intact = record_hash(record) == record["hash"]
+        except (_ChainError, UnicodeDecodeError):
+            intact = False
+        if not intact:
             raise UnlearnopsError(
-                f"{self.path}: the last record is damaged (truncated or edited); run `unlearnops audit verify` "
+                f"{self.storage.location}: the last record is damaged (truncated or edited); run `unlearnops audit verify` "
                 "and restore the log from a backup before appending"
             )
         return record
@@ -208,20 +190,16 @@ class AuditLog:
             try:
                 result.append(_parse_record(text, seq_hint=number))
             except _ChainError as err:
-                raise UnlearnopsError(f"{self.path}: line {number}: {err.reason}; run `unlearnops audit verify`") from None
+                raise UnlearnopsError(f"{self.storage.location}: line {number}: {err.reason}; run `unlearnops audit verify`") from None
         return result
 
     def _lines(self) -> Iterator[str]:
-        if not self.path.exists():
-            return
-        with open(self.path, encoding="utf-8") as handle:
-            for line in handle:
-                if line.strip():
-                    yield line.rstrip("\n")
+        for line in self.storage.lines():
+            yield line.decode("utf-8", errors="replace")
 
     def head_hash(self) -> str:
         """The hash of the last record (GENESIS for an empty log): the value stamped on versions."""
-        last = self._last_record()
+        last = self._whole_record(self.storage.last_line())
         return last["hash"] if last else GENESIS
 
     # ---- verification ------------------------------------------------------------------------
@@ -285,13 +263,13 @@ class AuditLog:
         by `bundle_sha256` (SHA-256 of the bundle's canonical JSON without that key)."""
         lineage = self.lineage(request_id)
         if not lineage.records:
-            raise UnlearnopsError(f"--request {request_id}: no record in {self.path} names this request; check the id")
+            raise UnlearnopsError(f"--request {request_id}: no record in {self.storage.location} names this request; check the id")
         verification = self.verify(tracking_uri)
         bundle = {
             "format": EVIDENCE_FORMAT,
             "request_id": request_id,
             "generated": utc_now(),
-            "log": str(self.path),
+            "log": self.storage.location,
             # The last record verify checked and its hash: the anchor a reviewer compares later.
             "chain_head": {"seq": verification.checked, "hash": verification.head_hash},
             "verification": verification.to_dict(),
@@ -448,29 +426,9 @@ def _check_link(record: dict, position: int, previous_hash: str) -> None:
         raise _ChainError(position, f"record {position} has unknown event '{record['event']}' (edited)")
 
 
-def _tail_line(path: Path) -> tuple[str, bool] | None:
-    """The last non-empty line and whether it ends with a newline, reading from the end only."""
-    if not path.exists() or path.stat().st_size == 0:
-        return None
-    with open(path, "rb") as handle:
-        handle.seek(0, os.SEEK_END)
-        size = handle.tell()
-        block, data = 4096, b""
-        while size > 0 and data.rstrip(b"\n").count(b"\n") < 1:
-            step = min(block, size)
-            size -= step
-            handle.seek(size)
-            data = handle.read(step) + data
-    complete = data.endswith(b"\n")
-    stripped = data.rstrip(b"\n")
-    if not stripped:
-        return None
-    return stripped.rsplit(b"\n", 1)[-1].decode("utf-8", errors="replace"), complete
-
-
 def _check_registry_anchors(tracking_uri: str, chain_hashes: set[str]) -> tuple[str | None, int]:
     """(reason naming the first bad version or None, number of versions with an audit head tag)."""
-    from .registry import error_summary, client, redact
+    from ..registry import error_summary, client, redact
 
     mlflow_client = client(tracking_uri)
     checked, page_token = 0, None
