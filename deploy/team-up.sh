@@ -113,28 +113,21 @@ UNLEARNOPS_DB_PASSWORD="$(cat "$state/secrets/unlearnops_db.password")" \
   -f "$here/postgres/10-team-roles.sql" -f "$here/postgres/20-audit.sql" >/dev/null
 
 # ---- MLflow tracking server ---------------------------------------------------------------------
-cat >"$state/mlflow/basic_auth.ini" <<EOF
-[mlflow]
-# Authenticated users without a role can do nothing; roles grant EDIT (team_users.py).
-default_permission = NO_PERMISSIONS
-database_uri = postgresql://mlflow@127.0.0.1:$pg_port/mlflow_auth
-admin_username = admin
-authorization_function = mlflow.server.auth:authenticate_request_basic_auth
-EOF
-
 say "MLflow $mlflow_version on http://127.0.0.1:$mlflow_port (app unlearnops-auth, $workers workers)"
 # --timeout-worker-healthcheck: uvicorn kills a worker that misses a 5 s ping, and a worker
 # importing MLflow on a loaded 2-core machine misses it (measured: workers killed in a loop).
-# setsid: the server and its uvicorn workers get a process group of their own, which
+# MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false: no background job runner (GenAI scorer jobs), which
+# unlearnops does not use. setsid: the server and its uvicorn workers get a process group of their own, which
 # team-down.sh ends by its id.
-PGPASSFILE="$state/secrets/mlflow.pgpass" \
-MLFLOW_AUTH_CONFIG_PATH="$state/mlflow/basic_auth.ini" \
+PGHOST=127.0.0.1 PGPORT="$pg_port" PGUSER=mlflow PGPASSFILE="$state/secrets/mlflow.pgpass" \
+MLFLOW_AUTH_CONFIG_PATH="$here/mlflow-auth/basic_auth.ini" \
 MLFLOW_AUTH_ADMIN_PASSWORD="$(cat "$state/secrets/admin.password")" \
 MLFLOW_FLASK_SERVER_SECRET_KEY="$(cat "$state/secrets/flask_key.password")" \
 MLFLOW_ENABLE_TELEMETRY=false \
+MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false \
 setsid "$python" -m mlflow server \
   --host 127.0.0.1 --port "$mlflow_port" --workers "$workers" \
-  --backend-store-uri "postgresql://mlflow@127.0.0.1:$pg_port/mlflow" \
+  --backend-store-uri postgresql:///mlflow \
   --artifacts-destination "$state/mlflow/artifacts" --serve-artifacts \
   --app-name unlearnops-auth \
   --uvicorn-opts "--timeout-worker-healthcheck 120" \
@@ -145,7 +138,7 @@ echo $! >"$state/mlflow/server.pid"
 import os, sys, time, urllib.request
 url, pid_file = sys.argv[1], sys.argv[2]
 pid = int(open(pid_file).read())
-deadline = time.monotonic() + 180  # the first start migrates two empty databases
+deadline = time.monotonic() + 600  # the first start migrates two empty databases; a loaded machine is slow
 while time.monotonic() < deadline:
     try:
         os.kill(pid, 0)

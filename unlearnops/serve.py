@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from . import audit
+from .audit.backends import storage_for
 from .errors import UnlearnopsError
 from .fileio import atomic_dir, read_json, sha256_tree, write_json
 from .registry import TAG_GATE, TAG_MODEL_SHA, RegisteredVersion, client, error_summary, resolve, tracking_uri_for
@@ -427,7 +428,7 @@ def running_server(
 
 
 def _records_or_empty(audit_log: audit.AuditLog) -> list[dict]:
-    return audit_log.records() if audit_log.path.exists() else []
+    return audit_log.records() if audit_log.storage.exists() else []
 
 
 def _close_stale_deployments(audit_log: audit.AuditLog, host: str, port: int, new_id: str) -> None:
@@ -521,7 +522,7 @@ def plan_serve(
     deployment = Deployment(
         name=str(version.name),
         version=str(version.version),
-        request_ids=_request_ids(version, audit.AuditLog(workspace.audit_log)),
+        request_ids=_request_ids(version, audit.AuditLog(storage_for(workspace))),
     )
     return ServePlan(version, model_dir, command, deployment)
 
@@ -550,7 +551,7 @@ def serve(
     with _signals_raise_shutdown():
         try:
             with running_server(
-                model_dir, plan.deployment, audit_log=audit.AuditLog(workspace.audit_log), host=host, port=port,
+                model_dir, plan.deployment, audit_log=audit.AuditLog(storage_for(workspace)), host=host, port=port,
                 api_key=api_key, vllm_python=vllm_python, max_model_len=max_model_len, dtype=dtype,
                 log_dir=workspace.root / "serving" / "logs", health_timeout_s=health_timeout_s,
             ) as server:

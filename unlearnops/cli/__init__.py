@@ -88,8 +88,13 @@ def _environment_error(err: Exception) -> str | None:
     if any(isinstance(err, getattr(sys.modules[module], name)) for module, name in failing.items() if module in sys.modules):
         from ..registry import error_summary
 
+        summary = error_summary(err)
+        if "error code 401" in summary:  # a team server with basic-auth (docs/team.md)
+            return f"MLflow tracking store: {summary}; set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or ~/.mlflow/credentials), then rerun"
+        if "PERMISSION_DENIED" in summary or "error code 403" in summary:
+            return f"MLflow tracking store: {summary}; this user lacks the permission: ask the server's admin (or a release manager for @production)"
         return (
-            f"MLflow tracking store: {error_summary(err)}; check that $MLFLOW_TRACKING_URI is reachable (or unset it to use the "
+            f"MLflow tracking store: {summary}; check that $MLFLOW_TRACKING_URI is reachable (or unset it to use the "
             "workspace's sqlite store) and that no other process holds mlflow.db, then rerun"
         )
     return None

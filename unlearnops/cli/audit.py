@@ -38,7 +38,9 @@ def _open(workspace: Path | None):
     from ..workspace import Workspace
 
     resolved = Workspace.resolve(workspace)
-    return AuditLog(resolved.audit_log), resolved
+    from ..audit.backends import storage_for
+
+    return AuditLog(storage_for(resolved)), resolved
 
 
 def _tracking_uri(resolved, check_registry: bool) -> str | None:

@@ -29,7 +29,9 @@ def _context(workspace: Path | None, tracking_uri: str | None):
     from ..workspace import Workspace
 
     ws = Workspace.resolve(workspace)
-    return ws, tracking_uri or tracking_uri_for(ws), AuditLog(ws.audit_log)
+    from ..audit.backends import storage_for
+
+    return ws, tracking_uri or tracking_uri_for(ws), AuditLog(storage_for(ws))
 
 
 def register_model(

@@ -93,12 +93,13 @@ def run_request(
 class _Run:
     def __init__(self, request_path: Path, config: PipelineConfig, workspace: Workspace, show_progress: bool):
         from ..audit import AuditLog
+        from ..audit.backends import storage_for
         from .tracking import Tracker
 
         self.request_path, self.config, self.workspace, self.show_progress = request_path, config, workspace, show_progress
         self.tracking_uri = registry.tracking_uri_for(workspace)
         self.store = StageStore(workspace.stages_dir)
-        self.audit = AuditLog(workspace.audit_log)
+        self.audit = AuditLog(storage_for(workspace))
         self.tracker = Tracker(self.tracking_uri, workspace.artifact_root)
         self.timings: list[StageTiming] = []
 
