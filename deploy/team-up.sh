@@ -159,8 +159,11 @@ EOF
   --mlflow-version "$mlflow_version" --postgres-port "$pg_port" --users $users
 
 cat >"$state/team.env" <<EOF
-# source this file; then set MLFLOW_TRACKING_USERNAME/PASSWORD (or ~/.mlflow/credentials) for one user
+# source this file; then set MLFLOW_TRACKING_USERNAME/PASSWORD (or ~/.mlflow/credentials) for one
+# user (their passwords are in $state/secrets/)
 export MLFLOW_TRACKING_URI=http://127.0.0.1:$mlflow_port
+export UNLEARNOPS_AUDIT_URL='postgresql://unlearnops@127.0.0.1:$pg_port/unlearnops?log=team'
+export PGPASSFILE=$state/secrets/unlearnops.pgpass
 export UNLEARNOPS_TEAM_SERVER=$state
 EOF
 trap - EXIT

@@ -78,6 +78,9 @@ def main() -> None:
         },
     }
     if args.postgres_port:
+        # One registry, one audit log: every machine (and every test session) on this server
+        # writes the log named here (UNLEARNOPS_AUDIT_URL=<audit_dsn>?log=<audit_log>).
+        team["audit_log"] = "team"
         team["postgres"] = {
             "host": "127.0.0.1",
             "port": args.postgres_port,

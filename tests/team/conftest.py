@@ -83,11 +83,16 @@ class Team:
 
 @pytest.fixture(scope="session")
 def team() -> Team:
+    """The running team setup; this test process reads the audit database as the application role
+    (libpq finds the role's password through PGPASSFILE, as on an engineer's machine)."""
     root = Path(os.environ[TEAM_ENV])
     config_file = root / "team.json"
     if not config_file.is_file():
         pytest.fail(f"{TEAM_ENV}={root}: no team.json; start the setup with `bash deploy/team-up.sh {root}`")
-    return Team(root, json.loads(config_file.read_text()))
+    setup = Team(root, json.loads(config_file.read_text()))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PGPASSFILE", setup.postgres["audit_pgpass"])
+        yield setup
 
 
 @pytest.fixture
@@ -107,11 +112,11 @@ def as_user(monkeypatch, team):
 
 
 @pytest.fixture(scope="session")
-def team_log() -> str:
-    """The audit log every registry-writing test of this session shares: a team's registry has one
-    log (verify cross-checks every registered version against it), so the suite expects a team
-    server of its own (a fresh team-up.sh) and writes all its registrations to this log."""
-    return f"team-{uuid.uuid4().hex[:8]}"
+def team_log(team) -> str:
+    """The audit log of the team server's registry: a registry has one log (verify cross-checks
+    every registered version against it), so every registry-writing test of every session on
+    this server appends to it, as every engineer's machine would."""
+    return team.config["audit_log"]
 
 
 @pytest.fixture
@@ -157,7 +162,9 @@ def engineer(team: Team, user: str, log: str, home: Path, tiny_bench: Path) -> E
     builds one), their MLflow credentials, and the team's shared audit log `log`."""
     workspace = home / "workspace"
     shutil.copytree(tiny_bench, workspace / "bench" / "tiny")
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("MLFLOW_", "PG", "UNLEARNOPS_AUDIT"))}
+    # Not this process's MLflow or libpq settings; the audit key and witness (when the log is
+    # signed) stay: a team's writers share one signing key.
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("MLFLOW_", "PG")) and key != "UNLEARNOPS_AUDIT_URL"}
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1",
                TRANSFORMERS_OFFLINE="1", MLFLOW_ENABLE_TELEMETRY="false", DO_NOT_TRACK="1")
     env.update(team.user_env(user), UNLEARNOPS_HOME=str(workspace), HOME=str(home), UNLEARNOPS_AUDIT_URL=team.audit_url(log))

@@ -17,13 +17,7 @@ from unlearnops.audit.postgres import PostgresStorage
 
 
 @pytest.fixture
-def pg_env(monkeypatch, team):
-    """This process as the application: libpq finds the role's password in the pgpass file."""
-    monkeypatch.setenv("PGPASSFILE", team.postgres["audit_pgpass"])
-
-
-@pytest.fixture
-def log_url(team, unique, pg_env) -> str:
+def log_url(team, unique) -> str:
     return team.audit_url(f"test-{unique}")
 
 
