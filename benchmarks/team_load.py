@@ -100,6 +100,17 @@ def appends(team: dict, env: dict[str, str], writer_counts: list[int], total: in
     return rows
 
 
+def verify_at_scale(team: dict, env: dict[str, str], records: int) -> list[dict]:
+    """verify over a `records`-long log on each backend (the log written by one appender)."""
+    rows = []
+    for backend in ("file", "postgresql"):
+        where = (team["postgres"]["audit_dsn"] + f"?log=load-verify-{uuid.uuid4().hex[:8]}") if backend == "postgresql" else str(Path(tempfile.mkdtemp()) / "audit.jsonl")
+        timed_processes([[sys.executable, "-c", APPENDER, where, "v", str(records - 1)]], env)
+        rows.append({"backend": backend, "records": records, "verify_s": _verify_seconds(where, env)})
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
 def _verify_seconds(where: str, env: dict[str, str]) -> float:
     code = ("import sys, time; from unlearnops.audit import AuditLog; from unlearnops.audit.backends import open_storage;"
             "w = sys.argv[1]; log = AuditLog(open_storage(w) if w.startswith('postgresql') else w);"
@@ -113,7 +124,8 @@ def registrations(team: dict, env: dict[str, str], client_counts: list[int], per
     for clients in client_counts:
         tag = uuid.uuid4().hex[:8]
         name = f"load-{tag}"
-        audit_url = team["postgres"]["audit_dsn"] + f"?log=load-reg-{tag}"
+        # the server's one log: a registry has one (verify cross-checks every version against it)
+        audit_url = team["postgres"]["audit_dsn"] + f"?log={team['audit_log']}"
         seconds = timed_processes(
             [[sys.executable, "-c", REGISTRAR, team["tracking_uri"], audit_url, name, str(model_dir), str(per_client),
               "{go}", f"c{i}"] for i in range(clients)], env)
@@ -133,6 +145,7 @@ def main() -> None:
     parser.add_argument("--team", type=Path, default=os.environ.get("UNLEARNOPS_TEAM_SERVER"), help="team-up.sh's state directory")
     parser.add_argument("--writers", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--appends", type=int, default=400, help="appends per measurement, split over the writers")
+    parser.add_argument("--verify-records", type=int, default=10000, help="the log length verify is timed on (0: skip)")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--registrations", type=int, default=10, help="registrations per client")
     parser.add_argument("--model", type=Path, default=None, help="the model directory to register (default: the tiny bench's target)")
@@ -149,12 +162,16 @@ def main() -> None:
            "MLFLOW_TRACKING_PASSWORD": Path(team["users"]["alice"]["password_file"]).read_text().strip()}
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start; MLflow {team['mlflow_version']}")
     append_rows = appends(team, env, args.writers, args.appends)
+    verify_rows = verify_at_scale(team, env, args.verify_records) if args.verify_records else []
     registration_rows = registrations(team, env, args.clients, args.registrations, model_dir)
     print(f"load average {os.getloadavg()[0]:.1f} at end")
 
     print("\n| backend | writers | appends | s | appends/s | verify s |\n| --- | --- | --- | --- | --- | --- |")
     for row in append_rows:
         print(f"| {row['backend']} | {row['writers']} | {row['appends']} | {row['seconds']} | {row['appends_per_s']} | {row['verify_s']} |")
+    print("\n| backend | records | verify s |\n| --- | --- | --- |")
+    for row in verify_rows:
+        print(f"| {row['backend']} | {row['records']} | {row['verify_s']} |")
     print("\n| clients | registrations | s | per minute | model MB |\n| --- | --- | --- | --- | --- |")
     for row in registration_rows:
         print(f"| {row['clients']} | {row['registrations']} | {row['seconds']} | {row['per_minute']} | {row['model_mb']} |")
