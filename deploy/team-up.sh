@@ -32,7 +32,7 @@ users="${UNLEARNOPS_TEAM_USERS:-alice:engineer bob:engineer rita:release-manager
 workers="${UNLEARNOPS_TEAM_WORKERS:-2}"
 mlflow_version="3.17.2"   # the same as pyproject.toml and deploy/docker-compose.yml
 
-say() { echo "team-up: $*" >&2; }
+say() { echo "team-up [${SECONDS}s]: $*" >&2; }
 fail() { say "error: $*"; exit 1; }
 
 # ---- PostgreSQL binaries ------------------------------------------------------------------------
@@ -111,6 +111,7 @@ MLFLOW_DB_PASSWORD="$(cat "$state/secrets/mlflow_db.password")" \
 UNLEARNOPS_DB_PASSWORD="$(cat "$state/secrets/unlearnops_db.password")" \
   "${as_pg[@]}" "$pg_bin/psql" -X -q -v ON_ERROR_STOP=1 -h "$state/pg/run" -p "$pg_port" -U postgres -d postgres \
   -f "$here/postgres/10-team-roles.sql" -f "$here/postgres/20-audit.sql" >/dev/null
+say "PostgreSQL ready: roles, databases, the append-only audit table"
 
 # ---- MLflow tracking server ---------------------------------------------------------------------
 say "MLflow $mlflow_version on http://127.0.0.1:$mlflow_port (app unlearnops-auth, $workers workers)"
@@ -153,6 +154,8 @@ while time.monotonic() < deadline:
     time.sleep(0.5)
 sys.exit("timed out")
 EOF
+
+say "MLflow answers /health"
 
 # ---- accounts, and what the tests and a developer need to find them --------------------------------
 "$python" "$here/team_users.py" --state "$state" --tracking-uri "http://127.0.0.1:$mlflow_port" \
