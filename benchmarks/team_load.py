@@ -8,9 +8,11 @@ Needs a running team setup (deploy/team-up.sh); writes only to fresh log names a
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/team_load.py --team /tmp/team
     bash deploy/team-down.sh /tmp/team
 
-A registration here is the server-side part of `unlearnops run`'s register stage, from 1 or 2
-clients at once (engineers); the rest of `run` is training and evaluation on the client, which
-the server does not see (docs/pipeline.md times it).
+A registration here is `Evidence.register`, the register stage of `unlearnops run` (verify the
+log, create the version, its signed record, the audit-head tag, @candidate and its record), from
+1 or 2 clients at once (engineers); the rest of `run` is training and evaluation on the client,
+which the server does not see (docs/pipeline.md times it). Give it a team setup of its own: its
+versions go into the server's one log and registry.
 """
 
 from __future__ import annotations
@@ -45,15 +47,18 @@ APPENDER = textwrap.dedent("""
 """)
 
 REGISTRAR = textwrap.dedent("""
-    import sys, time, json
+    import os, sys, tempfile, time
     from pathlib import Path
     from unlearnops import registry
     from unlearnops.audit import AuditLog
     from unlearnops.audit.backends import open_storage
+    from unlearnops.evidence import Evidence
     from unlearnops.fileio import sha256_tree
+    from unlearnops.workspace import Workspace
 
     uri, audit_url, name, model_dir, count, go, client = sys.argv[1:8]
-    log = AuditLog(open_storage(audit_url))
+    os.environ["UNLEARNOPS_HOME"] = tempfile.mkdtemp(prefix="team-load-")
+    evidence = Evidence(Workspace.resolve(), tracking_uri=uri, log=AuditLog(open_storage(audit_url)))
     model_sha = sha256_tree(model_dir)
     registry.client(uri).search_experiments(max_results=1)  # warm: imports and first connection
     while not Path(go).exists():
@@ -61,10 +66,7 @@ REGISTRAR = textwrap.dedent("""
     for number in range(int(count)):
         run_id = registry.log_model_run(Path(model_dir), tracking_uri=uri, artifact_root=None,
                                         run_name=f"load {client}-{number}", params={"n": number})
-        tags = {registry.TAG_GATE: "passed", registry.TAG_ROLE: "unlearned", registry.TAG_REQUEST_IDS: "[]",
-                registry.TAG_MODEL_SHA: model_sha}
-        registry.register_version(name=name, run_id=run_id, tags=tags, run_key=f"load:{client}:{number}",
-                                  tracking_uri=uri, audit=log)
+        evidence.register(name=name, run_id=run_id, run_key=f"load:{client}:{number}", model_sha256=model_sha)
 """)
 
 
@@ -158,6 +160,7 @@ def main() -> None:
         raise SystemExit("--model DIR: a model directory to register (or set UNLEARNOPS_TEST_BENCH to a tiny bench)")
 
     env = {**os.environ, "PGPASSFILE": team["postgres"]["audit_pgpass"], "MLFLOW_TRACKING_URI": team["tracking_uri"],
+           "UNLEARNOPS_AUDIT_KEY": team["audit_key"], "UNLEARNOPS_AUDIT_WITNESS": team["audit_witness"],
            "MLFLOW_TRACKING_USERNAME": "alice",
            "MLFLOW_TRACKING_PASSWORD": Path(team["users"]["alice"]["password_file"]).read_text().strip()}
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start; MLflow {team['mlflow_version']}")

@@ -167,6 +167,8 @@ cat >"$state/team.env" <<EOF
 export MLFLOW_TRACKING_URI=http://127.0.0.1:$mlflow_port
 export UNLEARNOPS_AUDIT_URL='postgresql://unlearnops@127.0.0.1:$pg_port/unlearnops?log=team'
 export PGPASSFILE=$state/secrets/unlearnops.pgpass
+export UNLEARNOPS_AUDIT_KEY=$state/secrets/audit/audit-signing-key.pem
+export UNLEARNOPS_AUDIT_WITNESS=$state/witness
 export UNLEARNOPS_TEAM_SERVER=$state
 EOF
 trap - EXIT

@@ -81,6 +81,10 @@ def main() -> None:
         # One registry, one audit log: every machine (and every test session) on this server
         # writes the log named here (UNLEARNOPS_AUDIT_URL=<audit_dsn>?log=<audit_log>).
         team["audit_log"] = "team"
+        # ... signed with one key (created by the first append, 0600) that every writer uses, and
+        # a witness for this machine's checkpoints (docs/team.md).
+        team["audit_key"] = str(secrets / "audit" / "audit-signing-key.pem")
+        team["audit_witness"] = str(args.state / "witness")
         team["postgres"] = {
             "host": "127.0.0.1",
             "port": args.postgres_port,

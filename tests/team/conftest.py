@@ -168,6 +168,8 @@ def engineer(team: Team, user: str, log: str, home: Path, tiny_bench: Path) -> E
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1",
                TRANSFORMERS_OFFLINE="1", MLFLOW_ENABLE_TELEMETRY="false", DO_NOT_TRACK="1")
     env.update(team.user_env(user), UNLEARNOPS_HOME=str(workspace), HOME=str(home), UNLEARNOPS_AUDIT_URL=team.audit_url(log))
+    if log == team.config.get("audit_log"):  # the server's log is signed with the team's one key, in every session
+        env.update(UNLEARNOPS_AUDIT_KEY=team.config["audit_key"], UNLEARNOPS_AUDIT_WITNESS=team.config["audit_witness"])
     return Engineer(user, workspace, env, home)
 
 

@@ -2,7 +2,7 @@
 version number, none fails or is lost.
 
 The model does not exist yet, so the first registrations may also race to create it
-(registry.register_version accepts "already exists" from a concurrent creator). That window is
+(registry.create_version accepts "already exists" from a concurrent creator). That window is
 one HTTP round trip wide: this test does not reliably hit it (it passed without the fix when
 tried); what it does check every time is MLflow's version numbering on PostgreSQL."""
 
@@ -23,7 +23,7 @@ REGISTER = textwrap.dedent("""
     registry.client(uri).get_run(run_id)  # connected and imported before the start signal
     while not Path(go).exists():
         time.sleep(0.005)
-    version = registry.register_version(name=name, run_id=run_id, tags={registry.TAG_GATE: "passed"}, run_key=key, tracking_uri=uri)
+    version = registry.create_version(name, run_id=run_id, tags={registry.TAG_GATE: "passed"}, run_key=key, tracking_uri=uri)
     print(version.version)
 """)
 
