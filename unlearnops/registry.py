@@ -401,7 +401,10 @@ def create_version(name: str, *, run_id: str, tags: dict[str, str], run_key: str
     try:
         mlflow_client.get_registered_model(name)
     except Exception:
-        mlflow_client.create_registered_model(name, description="Quantized models produced by unlearnops, one version per forget request.")
+        try:
+            mlflow_client.create_registered_model(name, description="Quantized models produced by unlearnops, one version per forget request.")
+        except Exception:  # on a shared server another engineer's run may have created it first
+            mlflow_client.get_registered_model(name)
     created = mlflow_client.create_model_version(
         name, source=f"runs:/{run_id}/{MODEL_ARTIFACT}", run_id=run_id, tags={**tags, TAG_RUN_KEY: run_key}
     )

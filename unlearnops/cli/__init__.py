@@ -154,6 +154,10 @@ def _environment_error(err: Exception) -> str | None:
         from ..registry import error_summary
 
         summary = error_summary(err)
+        if "error code 401" in summary:  # a team server with basic-auth (docs/team.md)
+            return f"MLflow tracking store: {summary}; set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or ~/.mlflow/credentials), then rerun"
+        if "PERMISSION_DENIED" in summary or "error code 403" in summary:
+            return f"MLflow tracking store: {summary}; this user lacks the permission: ask the server's admin (or a release manager for @production)"
         if any(sign in summary for sign in ("file is not a database", "malformed", "not a database")):
             return (
                 f"MLflow tracking store: corrupt ({summary}); restore mlflow.db from a backup, or move it aside to start an "
