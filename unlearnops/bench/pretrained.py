@@ -157,16 +157,6 @@ def _require_gguf() -> None:
 
 
 # ---- the bench ----------------------------------------------------------------------------------
-def require_built(bench: Path, name: str) -> Path:
-    """A request naming a base's bench finds it built; it is never built implicitly (it needs --source and time)."""
-    from .build import is_complete
-
-    if not is_complete(bench):
-        raise UnlearnopsError(f"bench {name}: not built at {bench}; build it first: unlearnops bench build --base {name} "
-                              "--source MUSE_DIR (e.g. ../shared/muse-news; tens of minutes on 2 CPU cores)")
-    return bench
-
-
 def build_pretrained_bench(out: Path | str, base_name: str, *, source: Path | str | None, cache_root: Path | str,
                            seed: int = 0, show_progress: bool = True) -> dict:
     """OUT/corpus (MUSE cut of `source`), OUT/target and OUT/retrain (fine-tuned from the base), OUT/bench.json."""

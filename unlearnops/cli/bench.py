@@ -47,8 +47,7 @@ BaseOpt = Annotated[
         show_default=False,
     ),
 ]
-METRIC_ROWS = (("verbmem_f", "VerbMem forget"), ("knowmem_f", "KnowMem forget"), ("knowmem_r", "KnowMem retain"),
-               ("privleak", "PrivLeak"), ("auc", "Min-40% AUC (0-1)"))
+AUC_ROW = ("auc", "Min-40% AUC (0-1)")  # PrivLeak's membership AUC, under the registered metrics
 
 
 def register(app: typer.Typer) -> None:
@@ -104,9 +103,12 @@ def _build_pretrained(base: str, out, seed: int, size: str, source, workspace, a
 
 
 def _render(document: dict) -> None:
+    from ..metrics import METRICS
+
     metrics = document["metrics"]
+    shown = [(metric.key, metric.name) for metric in METRICS.values()] + [AUC_ROW]
     models = [name for name in ("base", "target", "retrain") if name in metrics]
-    rows = [(label, *(metrics[name].get(key) for name in models)) for key, label in METRIC_ROWS]
+    rows = [(label, *(metrics[name].get(key) for name in models)) for key, label in shown]
     out_console.print(table(f"bench {document['size']} (seed {document['seed']}) at {document['out']}",
                             ("metric (0-100 unless noted)", *models), rows))
     cpu = document["cpu_s"]
