@@ -10,7 +10,10 @@ import shutil
 from pathlib import Path
 
 from .. import registry
+from ..bench import ensure_bench, recorded_metrics
+from ..bench import source as bench_source
 from ..errors import UnlearnopsError
+from ..evidence import ROLE_SOURCE
 from ..fileio import sha256_tree
 from .context import RunContext
 from .data import RequestData
@@ -21,23 +24,82 @@ MANIFEST_FILES = ("out/train.json", "out/quantize.json")
 
 
 def resolve_source(ctx: RunContext, request, data: RequestData):
-    """(the registered version to unlearn from, its signed registration record), registering the
-    embedded bench target on first use; (None, None) when the request names a local model directory."""
+    """(the registered version to unlearn from, its signed registration record), registering a
+    bench's target on first use; (None, None) when the request names a local model directory.
+
+    A bench target's name (bench/source.py) on a request whose data is a bench must lead to that
+    bench's target: the root of the version's signed lineage is checked against the bench's
+    recorded target hash, and a version descending from another model is refused, naming the fix.
+    """
     if not request.model.startswith("models:/"):
         return None, None
-    try:
+    name, _, _ = registry.parse_ref(request.model)
+    named_bench = bench_source.bench_of(name)
+    if named_bench is None:  # any other registered model: the registry's answer, as it is
         return ctx.evidence.resolve(request.model)
+    _check_bench_name(name, named_bench, data)
+    try:
+        found = ctx.evidence.resolve(request.model)
     except UnlearnopsError:
-        name, _, _ = registry.parse_ref(request.model)
-        if name != registry.SOURCE_MODEL_NAME or _registered(ctx, request.model):
+        if _registered(ctx, request.model):
             raise
-    from ..bench import ensure_bench, recorded_metrics
+        found = None
+    if found is None:  # first use: register the bench's target under this name
+        bench = data.bench or ensure_bench(ctx.workspace, named_bench or ctx.config.bench.size)
+        ctx.runner.announce("source", f"registering the bench target {bench / 'target'} as {name}@production")
+        target_metrics = recorded_metrics(bench, "target")
+        ctx.evidence.register_source(bench / "target", name=name,
+                                     metrics={f"fp.{k}": v for k, v in target_metrics.items() if isinstance(v, (int, float))})
+        found = ctx.evidence.resolve(request.model)
+    if data.bench is not None:
+        _check_bench_lineage(ctx, request.model, found[1], data.bench)
+    return found
 
-    bench = data.bench or ensure_bench(ctx.workspace, ctx.config.bench.size)
-    ctx.runner.announce("source", f"registering the bench target {bench / 'target'} as {registry.SOURCE_MODEL_NAME}@production")
-    target_metrics = recorded_metrics(bench, "target")
-    ctx.evidence.register_source(bench / "target", metrics={f"fp.{k}": v for k, v in target_metrics.items() if isinstance(v, (int, float))})
-    return ctx.evidence.resolve(request.model)
+
+def _check_bench_name(name: str, named_bench: str, data: RequestData) -> None:
+    """A bench's own name (unlearnops-bench-<bench>) on a request whose data is another bench is refused."""
+    if data.bench is None or not named_bench:
+        return
+    bench_name, _ = bench_source.target_of(data.bench)
+    if named_bench != bench_name:
+        raise UnlearnopsError(
+            f"model: models:/{name} is the {named_bench} bench's target, but the request's data is the {bench_name} bench; "
+            f"name that bench's target, models:/{bench_source.source_name(bench_name)}@{registry.PRODUCTION}, in the request's model field; nothing unlearned", field="model"
+        )
+
+
+def _check_bench_lineage(ctx: RunContext, ref: str, registration, bench: Path) -> None:
+    """Refuse a version that does not descend from the bench's target (by its signed records)."""
+    bench_name, target_sha = bench_source.target_of(bench)
+    root = _lineage_root(ctx, registration)
+    if target_sha is not None and root.model_sha256 == target_sha:
+        return
+    own = f"models:/{bench_source.source_name(bench_name)}@{registry.PRODUCTION}"
+    fix = (f"name the bench's own target, {own} (registered from that bench on first use), in the request's model field"
+           if ref != own else f"the name {own} holds another model in this registry: use a workspace of its own for this bench")
+    raise UnlearnopsError(
+        f"model: {ref} is {registration.name}/{registration.version}, which descends from model "
+        f"{root.name}/{root.version} (sha256 {root.model_sha256[:12]}…), not from the target of the request's bench "
+        f"{bench_name} (sha256 {str(target_sha)[:12]}…, {bench / 'bench.json'}): unlearning it would unlearn another model; "
+        f"{fix}; nothing unlearned", field="model"
+    )
+
+
+def _lineage_root(ctx: RunContext, registration):
+    """The first version of a registration's lineage (a registered source), through the signed
+    records' source_version links; a link to a local directory or to no record ends the walk."""
+    records = ctx.evidence.verified_records()
+    seen = set()
+    while registration.role != ROLE_SOURCE and registration.source_version and registration.source_version not in seen:
+        seen.add(registration.source_version)
+        try:
+            name, version, _ = registry.parse_ref(registration.source_version)
+            if version is None:
+                break
+            registration = ctx.evidence.registration(name, version, records)
+        except UnlearnopsError:
+            break
+    return registration
 
 
 def _registered(ctx: RunContext, ref: str) -> bool:

@@ -79,12 +79,13 @@ def _model_check(request: ForgetRequest, base: Path, workspace: Workspace | Path
 
 
 def _registry_check(ref: str, workspace: Workspace | Path | str | None) -> Check:
-    """The reference resolves in the registry `run` will use (the bench model is registered on first use)."""
+    """The reference resolves in the registry `run` will use (a bench's target is registered on first use)."""
     from .. import registry
+    from ..bench import source as bench_source
 
-    name, _, alias = registry.parse_ref(ref)
-    if name == registry.SOURCE_MODEL_NAME and alias == registry.PRODUCTION:
-        return Check("model", "model", True, "the embedded bench model; `run` registers it from the bench on first use")
+    if bench_source.is_bench_source(ref):
+        return Check("model", "model", True, "a bench's target model; `run` registers it from the bench on first use "
+                     "and refuses it if it is not the target of the request's bench")
     resolved = workspace if isinstance(workspace, Workspace) else Workspace.resolve(workspace)
     if not os.environ.get("MLFLOW_TRACKING_URI") and not resolved.tracking_db.exists():
         return Check("model", "model", False, (
