@@ -1,10 +1,18 @@
-"""Train a small Llama from a config on a list of documents, deterministically, on CPU."""
+"""Train a small Llama from a config on a list of documents, deterministically, on CPU.
+
+`train_models` trains the bench's independent models (target, retrain) at the same time, one
+process and one thread each, when the machine has the cores for it: the same bytes as one
+after the other (tested), in the time of the longest.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import random
+import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +48,86 @@ def set_threads() -> None:
     threads = os.environ.get("OMP_NUM_THREADS", "")
     if threads.isdigit() and int(threads) > 0:
         torch.set_num_threads(int(threads))
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """One bench model: what it learns and where it is saved."""
+
+    name: str
+    documents: list[str]
+    out: Path
+
+
+def train_models(jobs: Sequence[TrainJob], tokenizer, shape: ModelShape, recipe: TrainRecipe, seed: int, *,
+                 show_progress: bool = True, parallel: bool | None = None) -> dict[str, dict]:
+    """Train and save every job's model; per job name its summary, with its own `wall_s` and `cpu_s`.
+
+    Every model trains on one thread, so a model's bytes do not depend on where or beside what it
+    trained. With `parallel` (default: when this process may use 2+ cores) the largest job trains
+    in this process, with the progress bar, and the others each in a process of their own at the
+    same time (spawned: a fresh interpreter, nothing inherited from this one's thread pools);
+    `cpu_s` of such a job counts its whole process, imports included.
+    """
+    ordered = sorted(jobs, key=lambda job: -sum(len(document) for document in job.documents))
+    if parallel is None:
+        parallel = len(os.sched_getaffinity(0)) >= 2
+    if not parallel or len(ordered) < 2:
+        return {job.name: train_and_save(job, tokenizer, shape, recipe, seed, show_progress=show_progress) for job in ordered}
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    from ..errors import UnlearnopsError
+
+    here, *elsewhere = ordered
+    with ProcessPoolExecutor(max_workers=len(elsewhere), mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {job.name: pool.submit(_train_in_own_process, job, tokenizer, shape, recipe, seed) for job in elsewhere}
+        alongside = ", ".join(job.name for job in elsewhere)
+        results = {here.name: train_and_save(here, tokenizer, shape, recipe, seed, show_progress=show_progress,
+                                             description=f"train {here.name} ({alongside} alongside)")}
+        for name, future in futures.items():
+            try:
+                results[name] = future.result()
+            except BrokenProcessPool as error:
+                raise UnlearnopsError(f"bench: the process training the {name} model ended abruptly ({error}); "
+                                      "is the machine out of memory? Build again") from error
+    return {job.name: results[job.name] for job in jobs}
+
+
+def train_and_save(job: TrainJob, tokenizer, shape: ModelShape, recipe: TrainRecipe, seed: int, *,
+                   show_progress: bool = False, description: str | None = None) -> dict:
+    """Build, train (one thread) and save one model; its training summary and timings."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    with _one_thread():
+        model = build_model(shape, tokenizer, seed)
+        sequences = encode(job.documents, tokenizer)
+        epoch_losses = train(model, sequences, recipe, pad_id=tokenizer.pad_token_id, seed=seed,
+                             description=description or f"train {job.name}", show_progress=show_progress)
+    save_model(model, tokenizer, job.out)
+    return {"documents": len(job.documents), "tokens": sum(map(len, sequences)),
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "first_epoch_loss": round(epoch_losses[0], 4), "final_loss": round(epoch_losses[-1], 4),
+            "wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu}
+
+
+def _train_in_own_process(job: TrainJob, tokenizer, shape: ModelShape, recipe: TrainRecipe, seed: int) -> dict:
+    summary = train_and_save(job, tokenizer, shape, recipe, seed)
+    summary["cpu_s"] = time.process_time()  # the whole process: a fresh interpreter's imports belong to this model
+    return summary
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """One torch thread while training, then the caller's setting back (a pipeline goes on after the bench)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def build_model(shape: ModelShape, tokenizer, seed: int):

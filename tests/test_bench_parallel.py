@@ -1,0 +1,36 @@
+"""The bench's two models trained at the same time give the same bytes as one after the other."""
+
+from __future__ import annotations
+
+from unlearnops.bench.synthetic import write_corpus
+from unlearnops.bench.tokenizer import train_tokenizer
+from unlearnops.bench.train import ModelShape, TrainJob, TrainRecipe, train_models
+from unlearnops.fileio import sha256_tree
+
+SHAPE = ModelShape(hidden=128, layers=2, heads=4, intermediate=256, vocab=768, max_positions=512)  # the tiny bench's
+RECIPE = TrainRecipe(epochs=2)  # bytes depend on every step, not on how many: two epochs are enough to tell
+
+
+def _jobs(corpus, out):
+    return [TrainJob("target", corpus.raw["forget"] + corpus.raw["retain"], out / "target"),
+            TrainJob("retrain", corpus.raw["retain"], out / "retrain")]
+
+
+def test_parallel_training_is_byte_identical_to_sequential(tmp_path):
+    import torch
+
+    corpus = write_corpus(tmp_path / "corpus", 0, "tiny")
+    tokenizer = train_tokenizer([text for texts in corpus.raw.values() for text in texts], SHAPE.vocab)
+    threads = torch.get_num_threads()
+    sequential = train_models(_jobs(corpus, tmp_path / "sequential"), tokenizer, SHAPE, RECIPE, 0, show_progress=False, parallel=False)
+    parallel = train_models(_jobs(corpus, tmp_path / "parallel"), tokenizer, SHAPE, RECIPE, 0, show_progress=False, parallel=True)
+    assert torch.get_num_threads() == threads  # the caller's thread setting is given back
+    for name in ("target", "retrain"):
+        assert sha256_tree(tmp_path / "parallel" / name) == sha256_tree(tmp_path / "sequential" / name)
+        assert (tmp_path / "parallel" / name / "model.safetensors").is_file()
+        timing = {key: parallel[name].pop(key) for key in ("wall_s", "cpu_s")}
+        assert all(seconds > 0 for seconds in timing.values())
+        for key in ("wall_s", "cpu_s"):
+            sequential[name].pop(key)
+        assert parallel[name] == sequential[name]  # documents, tokens, parameters, losses
+    assert list(parallel) == ["target", "retrain"]  # in the caller's order, whichever ran where
