@@ -6,8 +6,10 @@ MLflow-project run and the resume test reuse them and only redo what they change
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -227,3 +229,29 @@ def test_stage_store_rebuilds_an_output_without_its_completion_marker(tmp_path):
     assert (again.path / "weights").read_text() == "complete" and again.record["size"] == 8
     assert not list((tmp_path / "quantize").glob(".*.partial"))
     assert store.run("quantize", {"scheme": "gptq"}, {"model": "abc"}, build).key != first.key
+
+
+def test_run_ends_with_the_workspace_and_the_exact_commands_to_serve(env, cli):
+    # Last in this module: it moves @production of the shared workspace's model.
+    document = json.loads(cli("run", "--request", env["first"], "--pipeline", CI, "--json").stdout)
+    result = cli("run", "--request", env["first"], "--pipeline", CI, "--workspace", env["ws"].root)
+    assert result.exit_code == 0, result.stderr
+    assert f"workspace: {env['ws'].root}" in result.stdout and document["workspace"] == str(env["ws"].root)
+    commands = [line.strip() for line in result.stdout.splitlines() if line.startswith("  unlearnops ")]
+    version = env["summary"].version
+    assert commands == document["next_commands"] == [
+        f"unlearnops promote {version['name']} {version['version']} --workspace {env['ws'].root}",
+        f"unlearnops serve --model {version['name']}@production --workspace {env['ws'].root}",
+    ]
+    # The printed commands work as printed: promote, then the model `serve` names is that version.
+    promoted = cli(*shlex.split(commands[0])[1:])
+    assert promoted.exit_code == 0, promoted.stderr
+    serve_args = shlex.split(commands[1])
+    promoted_version = registry.resolve(serve_args[serve_args.index("--model") + 1], tracking_uri=env["uri"])
+    assert promoted_version.version == version["version"]
+    # A version already @production needs no promote; a failed gate has nothing to serve.
+    from unlearnops.cli.pipeline import next_commands
+
+    live = dataclasses.replace(env["summary"], version=promoted_version.to_dict())
+    assert next_commands(live) == [commands[1]]
+    assert next_commands(dataclasses.replace(env["summary"], passed=False, version=None)) == []

@@ -39,23 +39,47 @@ def run(
     from ..workspace import Workspace
 
     summary = run_request(request, pipeline, Workspace.resolve(workspace), wait=wait, show_progress=not as_json)
-    emit(summary.to_dict(), as_json, lambda: _render_summary(summary))
+    commands = next_commands(summary)
+    emit({**summary.to_dict(), "next_commands": commands}, as_json, lambda: _render_summary(summary, commands))
     if not summary.passed:
         err_console.print(f"[bold red]gate failed[/]: nothing registered ({'; '.join(summary.failures)})", highlight=False)
         return 1
     return 0
 
 
-def _render_summary(summary) -> None:
+def _render_summary(summary, commands: list[str]) -> None:
     out_console.print(table("stages", ["stage", "seconds", "cached"], [(t.stage, t.seconds, "yes" if t.cached else "") for t in summary.stages]))
     _print_checks(summary.gate["checks"])
     if summary.version:
         aliases = ", ".join(summary.version["aliases"])
         out_console.print(
             f"registered models:/{summary.version['name']}/{summary.version['version']} (@{aliases}) for requests "
-            f"{', '.join(summary.version['request_ids'])}; promote with `unlearnops promote {summary.version['name']} {summary.version['version']}`",
+            f"{', '.join(summary.version['request_ids'])}",
             highlight=False,
         )
+    out_console.print(f"workspace: {summary.workspace} (stage outputs, MLflow store, audit log)", highlight=False, soft_wrap=True)
+    out_console.print(f"gate reports: {summary.reports_dir} (gate.md explains every check)", highlight=False, soft_wrap=True)
+    if commands:
+        out_console.print("next:", highlight=False)
+        for command in commands:
+            out_console.print(f"  {command}", highlight=False, soft_wrap=True)
+
+
+def next_commands(summary) -> list[str]:
+    """The exact commands that take a registered version to a served one, in this workspace."""
+    import shlex
+
+    from ..registry import PRODUCTION
+
+    version = summary.version
+    if not version:
+        return []
+    workspace = f"--workspace {shlex.quote(summary.workspace)}"
+    commands = []
+    if PRODUCTION not in version["aliases"]:
+        commands.append(f"unlearnops promote {shlex.quote(version['name'])} {version['version']} {workspace}")
+    commands.append(f"unlearnops serve --model {shlex.quote(version['name'] + '@' + PRODUCTION)} {workspace}")
+    return commands
 
 
 def _print_checks(checks: list[dict[str, Any]]) -> None:
