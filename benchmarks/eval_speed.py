@@ -4,7 +4,7 @@ On the same model and prompts (VerbMem forget: 128 new tokens; KnowMem forget an
 new tokens, each split's few-shot block shared by its prompts), in one process:
 
 - naive: one unpadded `model.generate` call per prompt (`generation.generate_naive_ids`);
-- ours: `generation.generate_ids` (batches, our own prefill, the shared few-shot prefix's keys
+- ours: `generation.generate_ids` (batches, the shared few-shot prefix's keys
   and values computed once per split, static KV cache), compared token for token with naive;
 - with `--muse PATH` (a checkout of github.com/swj0419/muse_bench, never copied here): MUSE's
   reference `metrics/verbmem.py` and `metrics/knowmem.py` `eval` functions against our whole
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             "workload": workload["metric"], "prompts": len(prompts), "max_new_tokens": max_new_tokens,
             "prompt_tokens": [min(map(len, encoded)), max(map(len, encoded))],
             "cut_to_context": sum(len(ids) < len(tokenizer(prompt).input_ids) for prompt, ids in zip(prompts, encoded)),
-            "shared_prefix_tokens": len(generation.SharedPrefix.of(model, encoded).ids) if generation.supports_prefill(model) else 0,
+            "shared_prefix_tokens": len(generation.SharedPrefix.of(model, encoded).ids),
             "new_tokens": sum(map(len, batched)),
             "naive_s": naive_wall, "batched_s": batched_wall, "speedup": _ratio(naive_wall, batched_wall),
             "naive_cpu_s": naive_cpu, "batched_cpu_s": batched_cpu, "cpu_speedup": _ratio(naive_cpu, batched_cpu),

@@ -1,7 +1,7 @@
-"""The shared-prefix KV cache and our own prefill: batched generation still equals one `generate` per prompt.
+"""The shared-prefix KV cache: batched generation still equals one `generate` per prompt.
 
 KnowMem prompts of a split share one few-shot block; generation computes its keys and values once
-and prefills the rest of each batch itself before handing the cache to `generate`. Each test
+and starts every batch's cache from a copy of them. Each test
 compares against `generate_naive_ids` (one unpadded `model.generate` call per prompt, MUSE's way)
 token for token, on random-weight models where EOS is made likely so that rows stop at different
 steps, and with questions of different lengths so that pads sit between the prefix and a row.
@@ -91,9 +91,10 @@ def test_shared_prefix_generation_equals_one_prompt_at_a_time(tokenizer, batch_s
 
 
 @pytest.mark.parametrize("static", [True, False])
-def test_prefilled_cache_holds_each_rows_own_keys_and_values(tokenizer, static):
-    """Column by column, the cache we hand to generate equals what each prompt alone produces:
-    positions counted from each row's first token, pads between prefix and row never attended."""
+def test_the_cache_after_generate_holds_each_rows_own_keys_and_values(tokenizer, static):
+    """Column by column, what generate left in a cache that started from the shared prefix equals
+    what each prompt alone produces: positions counted from each row's first token, the pads
+    between prefix and row never attended."""
     import torch
     from transformers import DynamicCache
 
@@ -103,25 +104,27 @@ def test_prefilled_cache_holds_each_rows_own_keys_and_values(tokenizer, static):
     assert prefix.ids
     input_ids, attention_mask = generation.left_pad([row[len(prefix.ids):] for row in encoded], pad=0)
     input_ids, attention_mask = prefix.prepend(input_ids, attention_mask)
+    cache = prefix.cache(model, len(encoded), input_ids.shape[1] + 1, static=static)
+    assert int(cache.get_seq_length()) == len(prefix.ids)
+    config = generation.greedy_config(model, tokenizer, 1)
     with torch.inference_mode():
-        cache = generation.prefilled_cache(model, prefix, input_ids, attention_mask, 16, static=static)
+        model.generate(input_ids=input_ids, attention_mask=attention_mask, past_key_values=cache, generation_config=config)
         for row, ids in enumerate(encoded):
             alone = DynamicCache(config=model.config)
-            model(input_ids=torch.tensor([ids[:-1]]), past_key_values=alone, use_cache=True)
-            columns = [column for column in range(input_ids.shape[1] - 1) if attention_mask[row, column]]
-            assert len(columns) == len(ids) - 1
+            model(input_ids=torch.tensor([ids]), past_key_values=alone, use_cache=True)
+            columns = [column for column in range(input_ids.shape[1]) if attention_mask[row, column]]
+            assert len(columns) == len(ids)
             for ours, reference in zip(cache.layers, alone.layers):
                 torch.testing.assert_close(ours.keys[row, :, columns], reference.keys[0], rtol=1e-4, atol=1e-5)
                 torch.testing.assert_close(ours.values[row, :, columns], reference.values[0], rtol=1e-4, atol=1e-5)
-    assert int(cache.get_seq_length()) == input_ids.shape[1] - 1  # generate prefills the last column itself
 
 
 def test_dynamic_cache_path_equals_one_prompt_at_a_time(tokenizer):
-    """A model that cannot run on a static cache decodes on the prefilled dynamic cache."""
+    """A model that cannot run on a static cache starts from the prefix in a dynamic cache."""
     prompts = _prompts()
     model = _model(tokenizer, seed=3, eos_prompts=prompts)
     model._can_compile_fullgraph = False  # this instance only: the flag transformers sets per architecture
-    assert not generation.supports_static_cache(model) and generation.supports_prefill(model)
+    assert not generation.supports_static_cache(model) and generation.supports_prefix_cache(model)
     naive = generation.generate_naive_ids(model, tokenizer, prompts, max_new_tokens=20)
     assert generation.generate_ids(model, tokenizer, prompts, max_new_tokens=20, batch_size=4) == naive
 
@@ -138,11 +141,14 @@ def test_identical_prompts_and_one_token_suffixes(tokenizer):
 
 
 def test_prompts_cut_to_the_context_share_no_prefix_and_still_match(tokenizer):
-    """Cut prompts keep their end, so the few-shot block starts at a different token in each: no prefix."""
+    """Cut prompts keep their end (and BOS), so the few-shot block starts at a different token in each:
+    the BOS is all they share, not worth a cache of its own."""
     model = _model(tokenizer, seed=2, max_positions=48)
     prompts = _prompts()
     encoded = _encoded(model, tokenizer, prompts, 16)
-    assert max(map(len, encoded)) == 48 - 16 and generation.SharedPrefix.of(model, encoded).ids == []
+    assert max(map(len, encoded)) == 48 - 16
+    assert generation.common_prefix(encoded) == [tokenizer.bos_token_id]
+    assert generation.SharedPrefix.of(model, encoded).ids == []
     assert generation.generate_ids(model, tokenizer, prompts, max_new_tokens=16, batch_size=4) == \
         generation.generate_naive_ids(model, tokenizer, prompts, max_new_tokens=16)
 
@@ -154,13 +160,13 @@ def test_through_a_lora_wrapper(tokenizer):
     model = _model(tokenizer, seed=4)
     wrapped = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
     prompts = _prompts()
-    assert generation.supports_prefill(wrapped)
+    assert generation.supports_prefix_cache(wrapped)
     assert generation.generate_ids(wrapped, tokenizer, prompts, max_new_tokens=16, batch_size=3) == \
         generation.generate_naive_ids(wrapped, tokenizer, prompts, max_new_tokens=16)
 
 
-def test_a_sliding_window_model_goes_through_generates_own_prefill(tokenizer):
-    """Sliding-window layers keep only a window of keys: no prefill of ours, same outputs."""
+def test_a_sliding_window_model_encodes_each_prompt_whole(tokenizer):
+    """Sliding-window layers keep only a window of keys: no shared prefix, same outputs."""
     import torch
     from transformers import MistralConfig, MistralForCausalLM
 
@@ -169,8 +175,9 @@ def test_a_sliding_window_model_goes_through_generates_own_prefill(tokenizer):
         vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=2, max_position_embeddings=256, sliding_window=16, pad_token_id=0, bos_token_id=1, eos_token_id=2,
     )).eval()
-    assert not generation.supports_prefill(model)
     prompts = _prompts()
+    assert not generation.supports_prefix_cache(model)
+    assert generation.SharedPrefix.of(model, _encoded(model, tokenizer, prompts, 12)).ids == []
     assert generation.generate_ids(model, tokenizer, prompts, max_new_tokens=12, batch_size=4) == \
         generation.generate_naive_ids(model, tokenizer, prompts, max_new_tokens=12)
 

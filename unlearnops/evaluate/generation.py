@@ -12,12 +12,9 @@ nothing, so:
 Prompts are sorted by token length before batching so that a batch holds similar lengths
 (less padding, less wasted compute), and results are returned in the caller's order.
 
-Two savings before `generate` takes over (models whose layers all attend to every past token):
-- the tokens all prompts of a call start with (a KnowMem split's few-shot block) are encoded
-  once, and their keys and values copied to every batch (`SharedPrefix`);
-- the rest of each batch but its last column is prefilled here on a dynamic cache, then copied
-  into the static one decoding writes to (`prefilled_cache`): generate's own prefill on a static
-  cache attends over the whole preallocated length.
+The tokens all prompts of a call start with (a KnowMem split's few-shot block) are encoded once
+and their keys and values copied into every batch's cache (`SharedPrefix`), for models whose
+layers all attend to every past token.
 tests/test_evaluate.py and tests/test_generation_prefix.py prove batched == unbatched token for
 token on tiny models and on the tiny bench.
 """
@@ -140,10 +137,9 @@ def generate_ids(
     eos = set(eos_token_ids(model, tokenizer))
     pad = pad_token_id(tokenizer)
     static = supports_static_cache(model)
-    prefill = supports_prefill(model)
-    # A cache we fill ourselves is handed to generate, which then must not build its own.
-    config = greedy_config(model, tokenizer, max_new_tokens, static_cache=static and not prefill)
-    prefix = SharedPrefix.of(model, encoded) if prefill else SharedPrefix.none()
+    prefix = SharedPrefix.of(model, encoded)
+    # With a prefix, generate continues a cache we made, and must not build its own.
+    config = greedy_config(model, tokenizer, max_new_tokens, static_cache=static and not prefix.ids)
     order = sorted(range(len(encoded)), key=lambda index: len(encoded[index]))
     results: list[list[int]] = [[] for _ in encoded]
     for start in range(0, len(order), batch_size):
@@ -151,11 +147,10 @@ def generate_ids(
         input_ids, attention_mask = left_pad([encoded[index][len(prefix.ids) :] for index in batch], pad)
         input_ids, attention_mask = prefix.prepend(input_ids, attention_mask)
         with torch.inference_mode():
-            cache = prefilled_cache(model, prefix, input_ids, attention_mask, max_new_tokens, static=static) if prefill else None
             output = model.generate(
                 input_ids=input_ids.to(model.device),
                 attention_mask=attention_mask.to(model.device),
-                past_key_values=cache,
+                past_key_values=prefix.cache(model, len(batch), input_ids.shape[1] + max_new_tokens, static=static),
                 generation_config=config,
             )
         for index, row in zip(batch, output[:, input_ids.shape[1] :].tolist()):
@@ -165,11 +160,11 @@ def generate_ids(
     return results
 
 
-def supports_prefill(model: Any) -> bool:
-    """Whether we may fill the KV cache before `generate`: every layer a plain full-attention one.
+def supports_prefix_cache(model: Any) -> bool:
+    """Whether a cache may start from a prefix's keys and values: every layer a plain full-attention one.
 
-    A sliding-window or recurrent layer keeps a different state than the keys and values of
-    every past token, so those models go through `generate`'s own prefill.
+    A sliding-window or recurrent layer keeps another state than the keys and values of every
+    past token, so those models encode each prompt whole.
     """
     from transformers.cache_utils import get_layer_types_and_kwargs
 
@@ -177,10 +172,9 @@ def supports_prefill(model: Any) -> bool:
     return bool(layer_types) and all(layer_type == "full_attention" for layer_type in layer_types)
 
 
-# A shared prefix is used when it is at least this share of the shortest prompt. Without one, a
-# batch of equal-length prompts (MUSE-News prompts cut to the context all are) gets sdpa's causal
-# fast path; a prefix needs an explicit mask, measured 12% more prefill time for a one-token
-# prefix (BOS) on 480-token prompts, saving nothing.
+# A shared prefix is used when it is at least this share of the shortest prompt. Generation from
+# a cache made here measured ~10% slower than generate's own for prompts that share only their
+# BOS (VerbMem; KnowMem prompts cut to the context); a KnowMem few-shot block is 65-95% of a prompt.
 MIN_PREFIX_SHARE = 0.25
 
 
@@ -191,40 +185,51 @@ class SharedPrefix:
     KnowMem prompts are one split's few-shot block followed by a question: without this every
     prompt of a split re-encodes the same block. The prefix is found on token ids (after
     tokenization and truncation), so it is exactly the tokens each prompt starts with, and it
-    stops one token short of the shortest prompt so that every row keeps a token of its own.
+    stops one token short of the shortest prompt so that every row keeps a token for `generate`
+    to start from. Empty when the prompts share too little (MIN_PREFIX_SHARE) or the model cannot
+    take it.
     """
 
     ids: list[int]
     keys_values: list[tuple[Any, Any]]  # per layer, shape [1, kv heads, len(ids), head dim]
 
     @classmethod
-    def none(cls) -> SharedPrefix:
-        return cls([], [])
-
-    @classmethod
     def of(cls, model: Any, encoded: Sequence[Sequence[int]]) -> SharedPrefix:
         import torch
         from transformers import DynamicCache
 
-        shortest = min(len(row) for row in encoded)
+        shortest = min(map(len, encoded), default=0)
         ids = common_prefix(encoded)[: shortest - 1]
-        if len(ids) < MIN_PREFIX_SHARE * shortest:
-            return cls.none()
+        if not ids or len(ids) < MIN_PREFIX_SHARE * shortest or not supports_prefix_cache(model):
+            return cls([], [])
         cache = DynamicCache(config=model.config)
         with torch.inference_mode():
             model(input_ids=torch.tensor([ids], device=model.device), past_key_values=cache, use_cache=True, logits_to_keep=1)
         return cls(ids, [(layer.keys, layer.values) for layer in cache.layers])
 
     def prepend(self, input_ids: Any, attention_mask: Any) -> tuple[Any, Any]:
-        """[prefix][left-padded rest]: pads sit between the prefix and each row's own tokens, hidden by the
-        mask, and the positions generate derives from the mask (cumsum - 1) stay each token's own."""
+        """[prefix][left-padded rows]: the pads sit between the prefix and each row's own tokens, hidden
+        by the mask, and the positions generate derives from the mask (cumsum - 1) stay each token's
+        own, as if the prompt were alone."""
         import torch
 
         if not self.ids:
             return input_ids, attention_mask
-        rows = input_ids.shape[0]
-        prefix = torch.tensor([self.ids], dtype=input_ids.dtype).expand(rows, -1)
+        prefix = torch.tensor([self.ids], dtype=input_ids.dtype).expand(input_ids.shape[0], -1)
         return torch.cat([prefix, input_ids], dim=1), torch.cat([torch.ones_like(prefix), attention_mask], dim=1)
+
+    def cache(self, model: Any, rows: int, length: int, *, static: bool) -> Any:
+        """A KV cache holding the prefix for each of `rows` rows (None without a prefix), for generate
+        to prefill the rows' own tokens on. `static`: preallocated for `length` tokens and written in
+        place (the dynamic cache re-concatenates every layer at every decoding step)."""
+        from transformers import DynamicCache, StaticCache
+
+        if not self.ids:
+            return None
+        cache = StaticCache(config=model.config, max_cache_len=length) if static else DynamicCache(config=model.config)
+        for layer, (keys, values) in enumerate(self.keys_values):
+            cache.update(keys.expand(rows, -1, -1, -1), values.expand(rows, -1, -1, -1), layer)
+        return cache
 
 
 def common_prefix(rows: Sequence[Sequence[int]]) -> list[int]:
@@ -233,41 +238,6 @@ def common_prefix(rows: Sequence[Sequence[int]]) -> list[int]:
     for row in rows[1:]:
         length = next((position for position in range(min(length, len(row))) if row[position] != first[position]), min(length, len(row)))
     return first[:length]
-
-
-def prefilled_cache(model: Any, prefix: SharedPrefix, input_ids: Any, attention_mask: Any, max_new_tokens: int, *,
-                    static: bool) -> Any:
-    """A KV cache holding every column of the batch but the last, for `generate` to continue from.
-
-    The shared prefix's keys and values are copied to each row; the rest is one forward pass on a
-    dynamic cache, whose attention spans only the tokens present (generate's own prefill on a static
-    cache attends over the whole preallocated length, pads included). Positions come from the mask
-    as generate computes them. With `static`, the result is copied into a static cache of the
-    final length, which decoding writes in place instead of re-concatenating every step.
-    """
-    from transformers import DynamicCache, StaticCache
-
-    device = model.device
-    cache = DynamicCache(config=model.config)
-    for layer, (keys, values) in enumerate(prefix.keys_values):
-        cache.update(keys.expand(input_ids.shape[0], -1, -1, -1), values.expand(input_ids.shape[0], -1, -1, -1), layer)
-    start, end = len(prefix.ids), input_ids.shape[1] - 1
-    if end > start:
-        positions = (attention_mask.cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
-        model(
-            input_ids=input_ids[:, start:end].to(device),
-            attention_mask=attention_mask[:, :end].to(device),
-            position_ids=positions[:, start:end].to(device),
-            past_key_values=cache,
-            use_cache=True,
-            logits_to_keep=1,
-        )
-    if not static:
-        return cache
-    filled = StaticCache(config=model.config, max_cache_len=input_ids.shape[1] + max_new_tokens)
-    for layer, dynamic_layer in enumerate(cache.layers):
-        filled.update(dynamic_layer.keys, dynamic_layer.values, layer)
-    return filled
 
 
 def left_pad(rows: Sequence[Sequence[int]], pad: int) -> tuple[Any, Any]:
