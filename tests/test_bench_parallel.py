@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from unlearnops.bench.synthetic import write_corpus
 from unlearnops.bench.tokenizer import train_tokenizer
 from unlearnops.bench.train import ModelShape, TrainJob, TrainRecipe, train_models
@@ -34,3 +36,16 @@ def test_parallel_training_is_byte_identical_to_sequential(tmp_path):
             sequential[name].pop(key)
         assert parallel[name] == sequential[name]  # documents, tokens, parameters, losses
     assert list(parallel) == ["target", "retrain"]  # in the caller's order, whichever ran where
+
+
+def test_a_failure_in_the_other_process_names_the_model(tmp_path):
+    """The retrain process cannot save (its output lies under a file): a one-line error naming it."""
+    from unlearnops.errors import UnlearnopsError
+
+    corpus = write_corpus(tmp_path / "corpus", 0, "tiny")
+    tokenizer = train_tokenizer([text for texts in corpus.raw.values() for text in texts], SHAPE.vocab)
+    (tmp_path / "a-file").write_text("")
+    jobs = [TrainJob("target", corpus.raw["forget"] + corpus.raw["retain"], tmp_path / "target"),
+            TrainJob("retrain", corpus.raw["retain"], tmp_path / "a-file" / "retrain")]
+    with pytest.raises(UnlearnopsError, match=r"^bench: training the retrain model failed: \w+Error"):
+        train_models(jobs, tokenizer, SHAPE, TrainRecipe(epochs=1), 0, show_progress=False, parallel=True)

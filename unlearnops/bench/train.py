@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..cli.output import progress
 
@@ -61,7 +62,8 @@ class TrainJob:
 
 def train_models(jobs: Sequence[TrainJob], tokenizer, shape: ModelShape, recipe: TrainRecipe, seed: int, *,
                  show_progress: bool = True, parallel: bool | None = None) -> dict[str, dict]:
-    """Train and save every job's model; per job name its summary, with its own `wall_s` and `cpu_s`.
+    """Train and save every job's model; per job name (in `jobs` order) its summary, with its own
+    `wall_s` and `cpu_s`.
 
     Every model trains on one thread, so a model's bytes do not depend on where or beside what it
     trained. With `parallel` (default: when this process may use 2+ cores) the largest job trains
@@ -69,29 +71,21 @@ def train_models(jobs: Sequence[TrainJob], tokenizer, shape: ModelShape, recipe:
     same time (spawned: a fresh interpreter, nothing inherited from this one's thread pools);
     `cpu_s` of such a job counts its whole process, imports included.
     """
-    ordered = sorted(jobs, key=lambda job: -sum(len(document) for document in job.documents))
     if parallel is None:
         parallel = len(os.sched_getaffinity(0)) >= 2
-    if not parallel or len(ordered) < 2:
-        return {job.name: train_and_save(job, tokenizer, shape, recipe, seed, show_progress=show_progress) for job in ordered}
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-    from concurrent.futures.process import BrokenProcessPool
-
-    from ..errors import UnlearnopsError
-
-    here, *elsewhere = ordered
-    with ProcessPoolExecutor(max_workers=len(elsewhere), mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {job.name: pool.submit(_train_in_own_process, job, tokenizer, shape, recipe, seed) for job in elsewhere}
+    if not parallel or len(jobs) < 2:
+        return {job.name: train_and_save(job, tokenizer, shape, recipe, seed, show_progress=show_progress) for job in jobs}
+    here, *elsewhere = sorted(jobs, key=lambda job: -sum(len(document) for document in job.documents))
+    workers = [_Worker.start(job, tokenizer, shape, recipe, seed) for job in elsewhere]
+    try:
         alongside = ", ".join(job.name for job in elsewhere)
         results = {here.name: train_and_save(here, tokenizer, shape, recipe, seed, show_progress=show_progress,
                                              description=f"train {here.name} ({alongside} alongside)")}
-        for name, future in futures.items():
-            try:
-                results[name] = future.result()
-            except BrokenProcessPool as error:
-                raise UnlearnopsError(f"bench: the process training the {name} model ended abruptly ({error}); "
-                                      "is the machine out of memory? Build again") from error
+        for worker in workers:
+            results[worker.job.name] = worker.result()
+    finally:
+        for worker in workers:  # after an error here, a model still training is not waited for
+            worker.stop()
     return {job.name: results[job.name] for job in jobs}
 
 
@@ -111,10 +105,53 @@ def train_and_save(job: TrainJob, tokenizer, shape: ModelShape, recipe: TrainRec
             "wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu}
 
 
-def _train_in_own_process(job: TrainJob, tokenizer, shape: ModelShape, recipe: TrainRecipe, seed: int) -> dict:
-    summary = train_and_save(job, tokenizer, shape, recipe, seed)
+@dataclass
+class _Worker:
+    """A spawned process training one job; it answers ("ok", summary) or ("error", message)."""
+
+    job: TrainJob
+    process: Any
+    answers: Any
+
+    @classmethod
+    def start(cls, job: TrainJob, *arguments: Any) -> _Worker:
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")
+        answers = context.SimpleQueue()
+        # daemon: ends with this process, e.g. on Ctrl-C
+        process = context.Process(target=_train_in_own_process, args=(answers, job, *arguments), name=f"train {job.name}", daemon=True)
+        process.start()
+        return cls(job, process, answers)
+
+    def result(self) -> dict:
+        from ..errors import UnlearnopsError
+
+        self.process.join()
+        if self.answers.empty():
+            raise UnlearnopsError(f"bench: the process training the {self.job.name} model ended (exit code {self.process.exitcode}) "
+                                  "before it finished; was it killed, or the machine out of memory? Build again")
+        status, value = self.answers.get()
+        if status != "ok":
+            raise UnlearnopsError(f"bench: training the {self.job.name} model failed: {value}")
+        return value
+
+    def stop(self) -> None:
+        if self.process.is_alive():
+            self.process.terminate()
+        self.process.join()
+
+
+def _train_in_own_process(answers, job: TrainJob, tokenizer, shape: ModelShape, recipe: TrainRecipe, seed: int) -> None:
+    try:
+        summary = train_and_save(job, tokenizer, shape, recipe, seed)
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None  # the building process reports the interruption
+    except Exception as error:  # reported by the building process, which owns the error messages
+        answers.put(("error", f"{type(error).__name__}: {error}"))
+        raise SystemExit(1) from None
     summary["cpu_s"] = time.process_time()  # the whole process: a fresh interpreter's imports belong to this model
-    return summary
+    answers.put(("ok", summary))
 
 
 @contextlib.contextmanager
