@@ -11,11 +11,13 @@ build's phases from its bench.json, the bench metrics, and the machine's load. G
 whole first run <= 10 min and bench build <= 5 min on 2 idle cores, the rest <= 3 min; target
 VerbMem_f / KnowMem_f / KnowMem_r >= 90 / 80 / 80, retrain KnowMem_f <= 30.
 
-With --compare-sequential the same bench is then built again with the two models trained one
-after the other (`build_bench(parallel=False)`, what every first run did before), in its own
-process, for the speed-up as a ratio measured in one session, and the model hashes compared.
+With --compare SIZE the bench of that size is then built again, alternately with the two models
+trained at the same time and one after the other (`build_bench(parallel=False)`, what every first
+run did before), --rounds times each, every build in a process of its own: the speed-up as a
+ratio of median wall times measured in one session, and the model hashes compared. --no-run
+skips the first run (the comparison alone).
 
-    OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/first_run.py [--compare-sequential] [--json]
+    OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/first_run.py [--compare default|tiny] [--rounds N] [--json]
 
 On a shared machine wall times include waiting for a core: read them with the load average.
 Results: docs/benchmarks.md, "First run on a fresh clone".
@@ -27,6 +29,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -45,25 +48,29 @@ BENCH_TARGETS = {("target", "verbmem_f"): (">=", 90), ("target", "knowmem_f"): (
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scratch", type=Path, help="Where the clone and workspace go (default: a new temporary folder, removed after).")
-    parser.add_argument("--compare-sequential", action="store_true", help="Also build the bench with sequential training, for the ratio.")
+    parser.add_argument("--compare", choices=("tiny", "default"), help="Also build this bench with parallel and with sequential training, for the ratio.")
+    parser.add_argument("--rounds", type=int, default=1, help="Builds of each kind for --compare, alternating (default 1).")
+    parser.add_argument("--no-run", action="store_true", help="Skip the first run (with --compare: the comparison alone).")
     parser.add_argument("--json", action="store_true", help="Print one JSON document.")
     args = parser.parse_args(argv)
 
+    report: dict = {}
     with tempfile.TemporaryDirectory(dir=args.scratch) as scratch:
         scratch = Path(scratch)
         clone = _clone(scratch / "clone")
-        load_before = os.getloadavg()
-        run, wall, cpu = _run([sys.executable, "-m", "unlearnops.cli", "run", "--request", REQUEST, "--json"], clone, scratch / "workspace")
-        bench = json.loads((scratch / "workspace" / "bench" / "default" / "bench.json").read_text())
-        report = _report(run, wall, cpu, bench, load_before, os.getloadavg())
-        if args.compare_sequential:
-            report["sequential_bench"] = _sequential_bench(clone, scratch, bench)
+        if not args.no_run:
+            load_before = os.getloadavg()
+            run, wall, cpu = _run([sys.executable, "-m", "unlearnops.cli", "run", "--request", REQUEST, "--json"], clone, scratch / "workspace")
+            bench = json.loads((scratch / "workspace" / "bench" / "default" / "bench.json").read_text())
+            report = _report(run, wall, cpu, bench, load_before, os.getloadavg())
+        if args.compare:
+            report["bench_build_comparison"] = _compare_builds(clone, scratch, args.compare, args.rounds)
     report["machine"] = machine_info()
     if args.json:
         print(json.dumps(report, indent=2))
     else:
         _print(report)
-    return 0 if report["run_exit_code"] == 0 else 1
+    return 0 if report.get("run_exit_code", 0) == 0 else 1
 
 
 def _clone(out: Path) -> Path:
@@ -118,30 +125,43 @@ def _report(run: subprocess.CompletedProcess, wall: float, cpu: float, bench: di
     }
 
 
-def _sequential_bench(clone: Path, scratch: Path, parallel_bench: dict) -> dict:
-    """The same default bench with the models trained one after the other, in a process of its own."""
-    out = scratch / "sequential-bench"
+def _compare_builds(clone: Path, scratch: Path, size: str, rounds: int) -> dict:
+    """The bench of `size` built `rounds` times with parallel and with sequential training, alternating."""
     code = ("import sys; from unlearnops.bench import build_bench; "
-            "build_bench(sys.argv[1], seed=0, size='default', show_progress=False, parallel=False)")
-    load_before = os.getloadavg()
-    finished, wall, cpu = _run([sys.executable, "-c", code, str(out)], clone, scratch / "workspace-sequential")
-    if finished.returncode != 0:
-        return {"error": finished.stderr[-2000:]}
-    bench = json.loads((out / "bench.json").read_text())
-    hashes = {name: model["sha256"] for name, model in bench["models"].items()}
-    parallel_training = parallel_bench.get("training_wall_s")
+            "build_bench(sys.argv[1], seed=0, size=sys.argv[2], show_progress=False, parallel=sys.argv[3] == 'parallel')")
+    builds = []
+    for round_ in range(rounds):
+        for mode in ("parallel", "sequential") if round_ % 2 == 0 else ("sequential", "parallel"):
+            out = scratch / f"bench-{mode}-{round_}"
+            load = os.getloadavg()[0]
+            finished, wall, cpu = _run([sys.executable, "-c", code, str(out), size, mode], clone, scratch / "workspace-compare")
+            if finished.returncode != 0:
+                return {"error": f"{mode} build failed:\n{finished.stderr[-2000:]}"}
+            manifest = json.loads((out / "bench.json").read_text())
+            builds.append({"mode": mode, "wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "load_1min": round(load, 2),
+                           "training_wall_s": manifest["training_wall_s"], "train_cpu_s": {
+                               name: manifest["cpu_s"][f"train_{name}"] for name in ("target", "retrain")},
+                           "models": {name: model["sha256"] for name, model in manifest["models"].items()},
+                           "metrics": manifest["metrics"]})
+    medians = {mode: {key: statistics.median(build[key] for build in builds if build["mode"] == mode)
+                      for key in ("wall_s", "cpu_s", "training_wall_s")} for mode in ("parallel", "sequential")}
     return {
-        "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
-        "timings_s": bench["timings_s"], "cpu_s_phases": bench["cpu_s"], "training_wall_s": bench.get("training_wall_s"),
-        "training_speedup": round(bench["training_wall_s"] / parallel_training, 2) if parallel_training else None,
-        "same_models": hashes == {name: model["sha256"] for name, model in parallel_bench["models"].items()},
-        "same_metrics": bench["metrics"] == parallel_bench["metrics"],
-        "load_average": {"before": [round(value, 2) for value in load_before], "after": [round(value, 2) for value in os.getloadavg()]},
+        "size": size, "rounds": rounds, "builds": builds, "medians": medians,
+        "build_speedup": round(medians["sequential"]["wall_s"] / medians["parallel"]["wall_s"], 2),
+        "training_speedup": round(medians["sequential"]["training_wall_s"] / medians["parallel"]["training_wall_s"], 2),
+        "same_models": len({json.dumps(build["models"], sort_keys=True) for build in builds}) == 1,
+        "same_metrics": len({json.dumps(build["metrics"], sort_keys=True) for build in builds}) == 1,
     }
 
 
 def _print(report: dict) -> None:
     print_machine(report["machine"])
+    if "run_exit_code" in report:
+        _print_run(report)
+    _print_comparison(report.get("bench_build_comparison"))
+
+
+def _print_run(report: dict) -> None:
     load = report["load_average"]
     print(f"load average (1/5/15 min): before {load['before']}, after {load['after']}")
     if report["run_exit_code"] != 0:
@@ -157,15 +177,21 @@ def _print(report: dict) -> None:
     print(f"  bench build phases: {phases}; both models trained in {build['training_wall_s']} s wall")
     for name, target in report["bench_targets"].items():
         print(f"  bench {name:<18} {target['measured']:6.1f} (goal {target['goal']}): {'met' if target['met'] else 'NOT met'}")
-    sequential = report.get("sequential_bench")
-    if sequential:
-        if "error" in sequential:
-            print(f"sequential bench build FAILED:\n{sequential['error']}")
-            return
-        print(f"sequential bench build (models one after the other): wall {sequential['wall_s']} s, CPU {sequential['cpu_s']} s, "
-              f"training {sequential['training_wall_s']} s wall -> parallel {build['training_wall_s']} s: "
-              f"{sequential['training_speedup']}x; same models: {sequential['same_models']}, same metrics: {sequential['same_metrics']}; "
-              f"load {sequential['load_average']['before']} -> {sequential['load_average']['after']}")
+
+
+def _print_comparison(comparison: dict | None) -> None:
+    if not comparison:
+        return
+    if "error" in comparison:
+        print(f"bench build comparison FAILED: {comparison['error']}")
+        return
+    print(f"{comparison['size']} bench built {comparison['rounds']}x each way, alternating (each build in its own process):")
+    for build in comparison["builds"]:
+        print(f"  {build['mode']:<10} wall {build['wall_s']:7.1f} s, CPU {build['cpu_s']:6.1f} s, training wall "
+              f"{build['training_wall_s']:7.1f} s, load {build['load_1min']}")
+    print(f"  median speed-up (sequential / parallel): whole build {comparison['build_speedup']}x, "
+          f"training {comparison['training_speedup']}x; same models: {comparison['same_models']}, "
+          f"same metrics: {comparison['same_metrics']}")
 
 
 if __name__ == "__main__":
