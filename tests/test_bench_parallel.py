@@ -47,5 +47,30 @@ def test_a_failure_in_the_other_process_names_the_model(tmp_path):
     (tmp_path / "a-file").write_text("")
     jobs = [TrainJob("target", corpus.raw["forget"] + corpus.raw["retain"], tmp_path / "target"),
             TrainJob("retrain", corpus.raw["retain"], tmp_path / "a-file" / "retrain")]
-    with pytest.raises(UnlearnopsError, match=r"^bench: training the retrain model failed: \w+Error"):
+    with pytest.raises(UnlearnopsError, match=r"^bench: the process training the retrain model failed \(exit code 1\): \w+Error"):
         train_models(jobs, tokenizer, SHAPE, TrainRecipe(epochs=1), 0, show_progress=False, parallel=True)
+
+
+def test_a_script_without_a_main_guard_runs_once(tmp_path):
+    """The other model's process never re-runs the caller's script (multiprocessing's spawn would)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "build.py"
+    script.write_text(
+        "from pathlib import Path\n"
+        "from unlearnops.bench.synthetic import write_corpus\n"
+        "from unlearnops.bench.tokenizer import train_tokenizer\n"
+        "from unlearnops.bench.train import ModelShape, TrainJob, TrainRecipe, train_models\n"
+        "here = Path(__file__).parent\n"
+        "with open(here / 'runs.txt', 'a') as runs: runs.write('ran\\n')\n"
+        "corpus = write_corpus(here / 'corpus', 0, 'tiny')\n"
+        "tokenizer = train_tokenizer([t for texts in corpus.raw.values() for t in texts], 768)\n"
+        "shape = ModelShape(hidden=128, layers=2, heads=4, intermediate=256, vocab=768, max_positions=512)\n"
+        "jobs = [TrainJob('target', corpus.raw['forget'], here / 'target'), TrainJob('retrain', corpus.raw['retain'], here / 'retrain')]\n"
+        "train_models(jobs, tokenizer, shape, TrainRecipe(epochs=1), 0, show_progress=False, parallel=True)\n"
+    )
+    finished = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path)
+    assert finished.returncode == 0, finished.stderr
+    assert (tmp_path / "runs.txt").read_text() == "ran\n"
+    assert (tmp_path / "target" / "model.safetensors").is_file() and (tmp_path / "retrain" / "model.safetensors").is_file()

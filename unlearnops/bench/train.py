@@ -11,6 +11,9 @@ import contextlib
 import math
 import os
 import random
+import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -68,8 +71,8 @@ def train_models(jobs: Sequence[TrainJob], tokenizer, shape: ModelShape, recipe:
     Every model trains on one thread, so a model's bytes do not depend on where or beside what it
     trained. With `parallel` (default: when this process may use 2+ cores) the largest job trains
     in this process, with the progress bar, and the others each in a process of their own at the
-    same time (spawned: a fresh interpreter, nothing inherited from this one's thread pools);
-    `cpu_s` of such a job counts its whole process, imports included.
+    same time (a fresh interpreter: nothing inherited from this one's thread pools); `cpu_s` of
+    such a job counts its whole process, imports included.
     """
     if parallel is None:
         parallel = len(os.sched_getaffinity(0)) >= 2
@@ -107,51 +110,58 @@ def train_and_save(job: TrainJob, tokenizer, shape: ModelShape, recipe: TrainRec
 
 @dataclass
 class _Worker:
-    """A spawned process training one job; it answers ("ok", summary) or ("error", message)."""
+    """A fresh interpreter training one job. Not multiprocessing: its spawn re-runs the caller's
+    main script in the child, so a script calling build_bench without a `__main__` guard would
+    run twice (and fail). The job goes in and the summary comes out as pickles in `scratch`."""
 
     job: TrainJob
-    process: Any
-    answers: Any
+    process: subprocess.Popen
+    scratch: Path
 
     @classmethod
     def start(cls, job: TrainJob, *arguments: Any) -> _Worker:
-        import multiprocessing
+        import pickle
+        import tempfile
 
-        context = multiprocessing.get_context("spawn")
-        answers = context.SimpleQueue()
-        # daemon: ends with this process, e.g. on Ctrl-C
-        process = context.Process(target=_train_in_own_process, args=(answers, job, *arguments), name=f"train {job.name}", daemon=True)
-        process.start()
-        return cls(job, process, answers)
+        scratch = Path(tempfile.mkdtemp(prefix=f"unlearnops-train-{job.name}-"))
+        (scratch / "job.pkl").write_bytes(pickle.dumps((job, *arguments)))
+        code = "import sys; from unlearnops.bench.train import _train_in_own_process; _train_in_own_process(sys.argv[1])"
+        # The same unlearnops as this process's, whatever the caller's sys.path was made of.
+        root = str(Path(__file__).resolve().parents[2])
+        environment = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+        with open(scratch / "stderr.txt", "wb") as stderr:  # read only if it fails: a pipe could fill and stall it
+            process = subprocess.Popen([sys.executable, "-c", code, str(scratch)], stdin=subprocess.DEVNULL,
+                                       stdout=subprocess.DEVNULL, stderr=stderr, env=environment)
+        return cls(job, process, scratch)
 
     def result(self) -> dict:
+        import pickle
+
         from ..errors import UnlearnopsError
 
-        self.process.join()
-        if self.answers.empty():
-            raise UnlearnopsError(f"bench: the process training the {self.job.name} model ended (exit code {self.process.exitcode}) "
-                                  "before it finished; was it killed, or the machine out of memory? Build again")
-        status, value = self.answers.get()
-        if status != "ok":
-            raise UnlearnopsError(f"bench: training the {self.job.name} model failed: {value}")
-        return value
+        code = self.process.wait()
+        answer = self.scratch / "answer.pkl"
+        if code != 0 or not answer.is_file():
+            lines = (self.scratch / "stderr.txt").read_text(errors="replace").strip().splitlines()
+            raise UnlearnopsError(f"bench: the process training the {self.job.name} model failed (exit code {code}): "
+                                  f"{lines[-1] if lines else 'no message; was it killed, or the machine out of memory?'}")
+        return pickle.loads(answer.read_bytes())
 
     def stop(self) -> None:
-        if self.process.is_alive():
+        if self.process.poll() is None:
             self.process.terminate()
-        self.process.join()
+            self.process.wait()
+        shutil.rmtree(self.scratch, ignore_errors=True)
 
 
-def _train_in_own_process(answers, job: TrainJob, tokenizer, shape: ModelShape, recipe: TrainRecipe, seed: int) -> None:
-    try:
-        summary = train_and_save(job, tokenizer, shape, recipe, seed)
-    except KeyboardInterrupt:
-        raise SystemExit(130) from None  # the building process reports the interruption
-    except Exception as error:  # reported by the building process, which owns the error messages
-        answers.put(("error", f"{type(error).__name__}: {error}"))
-        raise SystemExit(1) from None
+def _train_in_own_process(scratch: str) -> None:
+    """The worker's side of _Worker: train the pickled job, pickle its summary."""
+    import pickle
+
+    job, *arguments = pickle.loads((Path(scratch) / "job.pkl").read_bytes())
+    summary = train_and_save(job, *arguments)
     summary["cpu_s"] = time.process_time()  # the whole process: a fresh interpreter's imports belong to this model
-    answers.put(("ok", summary))
+    (Path(scratch) / "answer.pkl").write_bytes(pickle.dumps(summary))
 
 
 @contextlib.contextmanager
