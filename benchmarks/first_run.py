@@ -70,7 +70,11 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(report, indent=2))
     else:
         _print(report)
-    return 0 if report.get("run_exit_code", 0) == 0 else 1
+    # Timing goals depend on the machine's load and are read, not asserted; these do not.
+    comparison = report.get("bench_build_comparison", {})
+    failed = (report.get("run_exit_code", 0) != 0 or not all(target["met"] for target in report.get("bench_targets", {}).values())
+              or "error" in comparison or comparison.get("same_models") is False)
+    return 1 if failed else 0
 
 
 def _clone(out: Path) -> Path:
