@@ -13,10 +13,28 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
+# The audit log's signing key and witness live outside every workspace (docs/audit.md): each test
+# session gets a throwaway pair, never the user's own (~/.config, ~/.local/state).
+import atexit
+import shutil
+import tempfile
+
+_AUDIT_SECRETS = tempfile.mkdtemp(prefix="unlearnops-test-audit-")
+atexit.register(shutil.rmtree, _AUDIT_SECRETS, True)
+os.environ["UNLEARNOPS_AUDIT_KEY"] = os.path.join(_AUDIT_SECRETS, "key", "audit-signing-key.pem")
+os.environ["UNLEARNOPS_AUDIT_WITNESS"] = os.path.join(_AUDIT_SECRETS, "witness")
+os.environ.pop("UNLEARNOPS_AUDIT_PUBLIC_KEY", None)
+
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from helpers import session_bench
+
+# tests/data holds inputs, among them the worked example of a metric and its test (run by test_metrics.py
+# in a copy of the package that has the metric): not part of this suite.
+collect_ignore = ["data"]
 
 SHARED_MUSE_NEWS = Path(__file__).resolve().parents[1].parent / "shared" / "muse-news"
 
@@ -57,11 +75,5 @@ def tiny_bench(tmp_path_factory) -> Path:
 
     Set UNLEARNOPS_TEST_BENCH to a prebuilt tiny bench to skip the build while iterating.
     """
-    prebuilt = os.environ.get("UNLEARNOPS_TEST_BENCH")
-    if prebuilt:
-        return Path(prebuilt)
-    from unlearnops.bench import build_bench
+    return session_bench(tmp_path_factory, "tiny", "UNLEARNOPS_TEST_BENCH")
 
-    out = tmp_path_factory.mktemp("bench") / "tiny"
-    build_bench(out, seed=0, size="tiny", show_progress=False)
-    return out

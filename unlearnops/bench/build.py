@@ -33,6 +33,13 @@ def recorded_metrics(bench: Path | str, model: str) -> dict:
     return recorded if isinstance(recorded, dict) else {}
 
 
+def privleak_reference(corpus: Path | str) -> float | None:
+    """PrivLeak's reference for a bench corpus: the retrain model's AUC that BENCH/bench.json recorded
+    beside BENCH/corpus; None for any other corpus (PrivLeak is then null unless one is given)."""
+    auc = recorded_metrics(Path(corpus).parent, "retrain").get("auc")
+    return float(auc) if isinstance(auc, (int, float)) and not isinstance(auc, bool) else None
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     shape: ModelShape
@@ -99,6 +106,12 @@ def ensure_bench(workspace: Workspace, size: str = "default") -> Path:
     """The workspace's bench of this size, built (seed 0) if it is absent or incomplete."""
     from filelock import FileLock
 
+    if size not in SIZES:  # a pretrained base's bench (bench build --base): built by its own command, never here
+        if is_complete(workspace.bench_dir(size)):
+            return workspace.bench_dir(size)
+        if "-" in size:  # base names (smollm2-135m) have a dash, sizes do not
+            raise UnlearnopsError(f"bench {size}: not built at {workspace.bench_dir(size)}; build it first: unlearnops bench build "
+                                  f"--base {size} --source MUSE_DIR (e.g. ../shared/muse-news; tens of minutes on 2 CPU cores)")
     synthetic.size_of(size)
     out = workspace.bench_dir(size)
     # Two commands starting at once (e.g. a pipeline and a test run) build it once, not twice.
@@ -148,8 +161,9 @@ def _evaluate(bench: Path, show_progress: bool) -> dict:
 
 
 def _metric_subset(result: dict) -> dict:
-    keys = ("verbmem_f", "knowmem_f", "knowmem_r", "privleak", "auc")
-    return {key: result.get(key) for key in keys}
+    from ..metrics import METRICS
+
+    return {key: result.get(key) for key in (*METRICS, "auc")}
 
 
 def _manifest(bench: Path, seed: int, size: str, corpus_size, spec: ModelSpec, training: dict, metrics: dict,

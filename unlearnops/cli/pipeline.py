@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ..errors import UnlearnopsError, UsageError
+from ..errors import UnlearnopsError, UsageError, error_document
 from .options import JsonOpt, WorkspaceOpt
 from .output import emit, err_console, out_console, table
 
@@ -26,6 +26,7 @@ def run(
     request: Annotated[Path, typer.Option("--request", help="The forget request (JSON; see `unlearnops request schema`).")],
     pipeline: PipelineOpt = None,
     wait: Annotated[bool, typer.Option("--wait", help="Wait for another run holding the workspace lock instead of failing.")] = False,
+    supersede: Annotated[bool, typer.Option("--supersede", help="Accept a request whose request_id was received before with other content, recording that it replaces the earlier one (refused otherwise).")] = False,
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
 ) -> int:
@@ -38,9 +39,12 @@ def run(
     from ..pipeline import run_request
     from ..workspace import Workspace
 
-    summary = run_request(request, pipeline, Workspace.resolve(workspace), wait=wait, show_progress=not as_json)
+    summary = run_request(request, pipeline, Workspace.resolve(workspace), wait=wait, show_progress=not as_json, supersede=supersede)
     commands = next_commands(summary)
-    emit({**summary.to_dict(), "next_commands": commands}, as_json, lambda: _render_summary(summary, commands))
+    document = {**summary.to_dict(), "next_commands": commands}
+    if not summary.passed:  # --json readers find why under the error object's keys (errors.error_document)
+        document = error_document(f"gate failed: nothing registered ({'; '.join(summary.failures)})", field="gate", **document)
+    emit(document, as_json, lambda: _render_summary(summary, commands))
     if not summary.passed:
         err_console.print(f"[bold red]gate failed[/]: nothing registered ({'; '.join(summary.failures)})", highlight=False)
         return 1
@@ -113,10 +117,15 @@ def gate(
 
     With --lineage, every request the named version satisfies must still hold on --model (sustainability): its forget set is evaluated again.
     """
+    from ..fileio import atomic_dir, check_dir_target, check_file_target, write_text
     from ..gate import evaluate_gate, to_junit_xml, write_reports
     from ..policy import Policy
 
     thresholds = Policy.from_yaml(policy)
+    if out is not None:
+        check_dir_target(out, what="--out")  # the output policy (fileio), before minutes of evaluation
+    if junit is not None:
+        check_file_target(junit, what="--junit")
     if (model is None) == (metrics is None):
         raise UsageError("give the quantized model as --model DIR (with --corpus) or its metrics as --metrics FILE, one of them")
     evaluate = _evaluator(corpus, retrain_auc, limit)
@@ -126,45 +135,57 @@ def gate(
     inherited = _recheck_lineage(lineage, model, workspace, limit) if lineage else []
     report = evaluate_gate(quantized, full_precision=full_precision, source=source, policy=thresholds, inherited=inherited)
     if out is not None:
-        write_reports(report, out)
+        with atomic_dir(out, what="--out") as tmp:
+            write_reports(report, tmp)
+        if model is not None:
+            _record_decision(report, out, model, workspace)
     if junit is not None:
-        junit.parent.mkdir(parents=True, exist_ok=True)
-        junit.write_text(to_junit_xml(report), encoding="utf-8")
-    emit(report.to_dict(), as_json, lambda: (_print_checks(report.to_dict()["checks"]), out_console.print(f"gate: {report.decision}")))
+        write_text(junit, to_junit_xml(report), what="--junit")
+    document = report.to_dict()
+    if not report.passed:  # --json readers find why under the error object's keys (errors.error_document)
+        failed = [check["name"] for check in document["checks"] if check["status"] == "failed"]
+        document = error_document(f"gate failed: {', '.join(failed)}", field="gate", **document)
+    emit(document, as_json, lambda: (_print_checks(report.to_dict()["checks"]), out_console.print(f"gate: {report.decision}")))
     return 0 if report.passed else 1
 
 
+def _record_decision(report, out: Path, model: Path, workspace: Path | None) -> None:
+    """A gate run on a model directory, with its reports written, is evidence `register` can accept:
+    record the decision with the report's and the model's hashes."""
+    from ..evidence import Evidence
+    from ..fileio import sha256_tree
+    from ..workspace import Workspace
+
+    Evidence(Workspace.resolve(workspace)).gate_decided(passed=report.passed, report=out / "gate.json", model_sha256=sha256_tree(model))
+
+
 def _recheck_lineage(ref: str, model: Path | None, workspace: Path | None, limit: int | None) -> list:
-    """Evaluate the quantized model on the forget set of every request `ref` already satisfies."""
+    """Evaluate the quantized model on the forget set of every request `ref`'s signed registration record claims."""
     from ..evaluate import evaluate_model
-    from ..gate import InheritedRequest
-    from ..registry import resolve, tracking_uri_for
+    from ..evidence import Evidence
+    from ..pipeline.lineage import recheck, rechecked_metrics
     from ..workspace import Workspace
 
     if model is None:
         raise UsageError("--lineage re-evaluates the model on earlier forget sets: give --model DIR, not --metrics")
-    version = resolve(ref, tracking_uri=tracking_uri_for(Workspace.resolve(workspace)))
-    inherited = []
-    for request_id, corpus, problem in version.forget_sets():
-        if problem:
-            inherited.append(InheritedRequest(request_id, None, problem))
-            continue
+    evidence = Evidence(Workspace.resolve(workspace))
+    _, registration = evidence.resolve(ref)
+
+    def measure(request_id: str, corpus: Path, corpus_sha: str) -> dict:
         err_console.print(f"re-checking request {request_id}'s forget set {corpus}", highlight=False)
-        inherited.append(InheritedRequest(request_id, evaluate_model(model, corpus, limit=limit, metrics=("verbmem_f", "knowmem_f"))))
-    return inherited
+        return evaluate_model(model, corpus, limit=limit, metrics=rechecked_metrics())
+
+    return recheck(evidence, registration, measure)
 
 
 def _evaluator(corpus: Path | None, retrain_auc: float | None, limit: int | None):
     def evaluate(model_dir: Path, role: str) -> dict:
         if corpus is None:
             raise UsageError(f"--corpus is needed to evaluate the {role} model {model_dir}")
+        from ..bench import privleak_reference
         from ..evaluate import evaluate_model
-        from ..fileio import read_json
 
-        reference = retrain_auc
-        manifest = corpus.parent / "bench.json"
-        if reference is None and manifest.is_file():
-            reference = ((read_json(manifest).get("metrics") or {}).get("retrain") or {}).get("auc")
+        reference = retrain_auc if retrain_auc is not None else privleak_reference(corpus)
         err_console.print(f"evaluating the {role} model {model_dir}", highlight=False)
         return evaluate_model(model_dir, corpus, retrain_auc=reference, limit=limit)
 

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ..errors import UnlearnopsError, first_validation_error
+from ..errors import UnlearnopsError, did_you_mean, first_validation_error
 
 # Learning rate per mode when `lr` is not given, measured on the bench (docs/unlearn.md); both are
 # far above MUSE's 1e-5, which does not move a 1M-parameter model trained at 3e-3 in minutes.
@@ -38,6 +38,7 @@ class UnlearnConfig(BaseModel):
     npo_beta: float = Field(0.01, gt=0, description="NPO's inverse temperature beta (paper: 0.1).")
     reg_weight: float = Field(8.0, ge=0, description="Weight of the retain loss (MUSE: 1).")
     weight_decay: float = Field(0.0, ge=0)
+    lr_calibration: bool = Field(True, description="Probe a few steps first and raise lr (x4, up to x64) until the forget loss moves (unlearn/calibration.py).")
     seed: int = 0
     include_qa: bool = Field(True, description="Add knowmem QA lines to the forget / retain streams (see docs/unlearn.md).")
     gradient_checkpointing: bool = False
@@ -50,7 +51,7 @@ class UnlearnConfig(BaseModel):
         description="Which model the stopping evaluation measures: full-precision (the trained weights) or quantized (a copy quantized with stop_scheme: the model that ships).",
     )
     stop_scheme: str = Field("rtn-w4a16", description="Quantization scheme of the quantized stopping evaluation (the one the pipeline ships).")
-    stop_group_size: int = Field(128, ge=1, description="Group size of stop_scheme.")
+    stop_group_size: int | None = Field(None, ge=1, description="Group size of stop_scheme; default: chosen from the model as quantize does (largest of 128/64/32 dividing every width).")
     # A simulation tool, not a training option: reproduces the 7B regime where RTN rounding erases
     # the update (unlearnops/rounding_cells.py). Full mode only.
     simulate_rounding_cells: int | None = Field(
@@ -59,9 +60,9 @@ class UnlearnConfig(BaseModel):
         description="SIMULATION: group size; after every step clamp weights into the source's RTN W4A16 cells (full mode only), so the 4-bit model cannot change.",
     )
     eval_limit: int = Field(48, ge=0, description="Items per metric in the per-epoch evaluation; 0 turns it off (runs the epoch cap).")
-    epoch_metrics: tuple[Literal["verbmem_f", "knowmem_f", "knowmem_r"], ...] = Field(
+    epoch_metrics: tuple[str, ...] = Field(
         ("knowmem_f", "knowmem_r"),
-        description="Metrics measured after each epoch (stop-target metrics are always added); verbmem_f's 128-token generations cost the most.",
+        description="Metrics measured after each epoch (stop-target metrics are always added): per-epoch metrics of the registry (verbmem_f, knowmem_f, knowmem_r); verbmem_f's 128-token generations cost the most.",
     )
 
     @field_validator("method")
@@ -79,6 +80,17 @@ class UnlearnConfig(BaseModel):
 
         lookup(REGULARIZERS, name, what="regularizer")
         return name
+
+    @field_validator("epoch_metrics")
+    @classmethod
+    def _per_epoch_metrics(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        from .. import metrics
+
+        measurable = [metric.key for metric in metrics.per_epoch()]
+        for name in names:
+            if name not in measurable:
+                raise ValueError(f"'{name}' cannot be measured after each epoch; {did_you_mean(name, measurable)}use some of {', '.join(measurable)}")
+        return names
 
     @field_validator("stop_scheme")
     @classmethod

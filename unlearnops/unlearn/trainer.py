@@ -18,19 +18,17 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from ..cli.output import progress
+from .. import metrics as metrics_registry
+from .. import progress
 from ..corpus import Corpus
 from ..errors import UnlearnopsError
-from ..fileio import atomic_dir, write_json
+from ..fileio import atomic_dir, check_dir_target, write_json
 from ..modeling import check_model_dir, load_causal_lm
 from ..versions import library_versions
 from .config import UnlearnConfig
 from .data import Sequences, chunk_stream, missing_qa, split_texts
 from .methods import METHODS, REGULARIZERS, Batch, lookup
 
-# The per-epoch metrics, and the corpus file each one needs.
-EPOCH_METRICS = {"verbmem_f": "verbmem/forget", "knowmem_f": "knowmem/forget_qa", "knowmem_r": "knowmem/retain_qa"}
-STOP_FIELDS = {"verbmem_f": "stop_verbmem", "knowmem_f": "stop_knowmem"}
 
 Reference = Callable[[Batch], torch.Tensor]
 
@@ -49,6 +47,7 @@ def unlearn(
     config = config or UnlearnConfig()
     model_dir, corpus_dir, out = Path(model_dir), Path(corpus_dir), Path(out)
     corpus = check_inputs(model_dir, corpus_dir, out, config)
+    config = with_group_sizes(model_dir, config)
     targets = stop_targets(config, corpus_dir)
     metrics = epoch_metrics(corpus, config, targets)
 
@@ -70,8 +69,12 @@ def unlearn(
     retain_batches = _cycle(prepared[3]) if retain_loader else None
 
     run = Training(accelerator, ddp_model, model, optimizer, forget_loader, retain_batches, reference, tokenizer, corpus, config, targets, metrics, projector)
+    # The simulation imposes a regime at its own lr: nothing to calibrate there.
+    calibration = _calibrate(run, forget, retain, show_progress) if config.lr_calibration and projector is None else None
     history, stop = run_epochs(run, show_progress)
     record = _record(model_dir, corpus_dir, out, config, model, accelerator, targets, metrics, history, stop)
+    if calibration is not None:
+        record["resolved"].update(lr=calibration["chosen_lr"], lr_calibration=calibration)
     if projector is not None:
         record["resolved"]["rounding_cells"] = {"group_size": config.simulate_rounding_cells, "pinned_fraction": round(projector.pinned_fraction(), 4)}
     record["data"] = _data_summary(corpus, config, forget, retain)
@@ -88,6 +91,7 @@ def unlearn(
 
 # ---- checks before any weights are read -------------------------------------------------------
 def check_inputs(model_dir: Path, corpus_dir: Path, out: Path, config: UnlearnConfig) -> Corpus:
+    check_dir_target(out)  # the output policy (fileio), before training rather than at the final rename
     check_model_dir(model_dir)
     corpus = Corpus.load(corpus_dir)
     corpus.require("raw/forget")
@@ -99,22 +103,19 @@ def check_inputs(model_dir: Path, corpus_dir: Path, out: Path, config: UnlearnCo
     for source, what in ((model_dir, "--model"), (corpus_dir, "--corpus")):
         if _overlaps(out, source):
             raise UnlearnopsError(f"--out {out}: overlaps {what} {source}, which writing OUT would replace; choose a separate directory")
-    _check_group_sizes(model_dir, config)
     return corpus
 
 
-def _check_group_sizes(model_dir: Path, config: UnlearnConfig) -> None:
-    """The RTN groups of the quantized stopping evaluation and of the simulation must tile every layer."""
-    sizes = {"stop_group_size": config.stop_group_size if config.stop_on == "quantized" else None, "simulate_rounding_cells": config.simulate_rounding_cells}
-    if not any(sizes.values()):
-        return
-    from ..quantize.core import linear_layers
+def with_group_sizes(model_dir: Path, config: UnlearnConfig) -> UnlearnConfig:
+    """The RTN groups of the quantized stopping evaluation and of the simulation must tile every layer
+    (quantize/groups.py, the one check); stop_group_size is chosen from the model when not given."""
+    from ..quantize.groups import group_size_for
 
-    linears, output = linear_layers(model_dir)
-    widths = sorted({width for name, width in linears.items() if name != output})
-    for field, size in sizes.items():
-        if size and any(width % size for width in widths):
-            raise UnlearnopsError(f"{field}: group size {size} does not divide every quantized layer's input width ({widths}); use a common divisor, e.g. 64")
+    if config.simulate_rounding_cells:
+        group_size_for(model_dir, config.simulate_rounding_cells, field="simulate_rounding_cells")
+    if config.stop_on != "quantized":
+        return config
+    return config.model_copy(update={"stop_group_size": group_size_for(model_dir, config.stop_group_size, field="stop_group_size")})
 
 
 def _overlaps(a: Path, b: Path) -> bool:
@@ -127,7 +128,7 @@ def stop_targets(config: UnlearnConfig, corpus_dir: Path) -> dict[str, dict[str,
     KnowMem_f at or below the retrain model's (bench.json next to the corpus)."""
     targets = {
         metric: {"value": getattr(config, field), "source": f"config {field}"}
-        for metric, field in STOP_FIELDS.items()
+        for metric, field in metrics_registry.stop_settings().items()
         if getattr(config, field) is not None
     }
     if not targets and config.eval_limit:
@@ -148,10 +149,12 @@ def epoch_metrics(corpus: Corpus, config: UnlearnConfig, targets: dict) -> tuple
             raise UnlearnopsError("eval_limit: 0 turns off the per-epoch evaluation that the stop target needs; set it above 0 or drop the target")
         return ()
     for metric in targets:
-        if not corpus.has(EPOCH_METRICS[metric]):
-            raise UnlearnopsError(f"corpus {corpus.root}: missing {EPOCH_METRICS[metric]}.json, which the {metric} stop target is measured on")
+        missing = [need for need in metrics_registry.get(metric).needs if not corpus.has(need)]
+        if missing:
+            raise UnlearnopsError(f"corpus {corpus.root}: missing {missing[0]}.json, which the {metric} stop target is measured on")
     wanted = set(config.epoch_metrics) | set(targets)
-    return tuple(metric for metric, needs in EPOCH_METRICS.items() if metric in wanted and corpus.has(needs))
+    measurable = [metric for metric in metrics_registry.per_epoch() if all(corpus.has(need) for need in metric.needs)]
+    return tuple(metric.key for metric in measurable if metric.key in wanted)
 
 
 # ---- model, reference, data -------------------------------------------------------------------
@@ -226,6 +229,17 @@ def _cycle(loader):
         yield from loader
 
 
+def _calibrate(run, forget: Sequences, retain: Sequences | None, show_progress: bool) -> dict:
+    from .calibration import calibrate
+
+    calibration = calibrate(run, forget, retain, train_step)
+    tried = ", ".join(f"{probe['lr']:.2g} (+{probe['forget_loss_rise']:.3f})" for probe in calibration["probes"])
+    progress.note(f"lr calibration: forget-loss rise needed {calibration['rise_needed']:.3f} in {calibration['probe_steps']} steps; "
+                  f"tried {tried}; training at {calibration['chosen_lr']:.2g}",
+                  enabled=show_progress and run.accelerator.is_local_main_process)
+    return calibration
+
+
 # ---- the loop ---------------------------------------------------------------------------------
 @dataclass
 class Training:
@@ -254,19 +268,18 @@ def run_epochs(run: Training, show_progress: bool) -> tuple[list[dict], dict]:
     total = min(config.epochs * len(run.forget_loader), config.max_steps or 10**12)
     history: list[dict] = []
     steps_done, why = 0, ""
-    bar = progress("unlearn", total=total, disable=not (show_progress and run.accelerator.is_local_main_process))
-    with bar:
-        task = bar.add_task(f"unlearn {config.method}+{config.regularizer} ({config.mode})", total=total, status="")
+    description = f"unlearn {config.method}+{config.regularizer} ({config.mode})"
+    with progress.task(description, total=total, enabled=show_progress and run.accelerator.is_local_main_process) as bar:
         for epoch in range(1, config.epochs + 1):
             started = time.perf_counter()
-            entry = train_epoch(run, total - steps_done, lambda loss: bar.update(task, advance=1, status=f"epoch {epoch} loss {loss:.3f}"))
+            entry = train_epoch(run, total - steps_done, lambda loss: bar.advance(status=f"epoch {epoch} loss {loss:.3f}"))
             steps_done += entry["steps"]
             entry["metrics"] = evaluate_epoch(run) if run.metrics else {}
             entry["seconds"] = round(time.perf_counter() - started, 2)
             history.append({"epoch": epoch, **entry})
             met, why = targets_met(entry["metrics"], run.targets)
             if met:
-                bar.update(task, total=steps_done)
+                bar.update(total=steps_done)
                 return history, {"chosen_epoch": epoch, "reason": f"first epoch meeting the target: {why}", "target_met": True}
             if steps_done >= total:
                 break
