@@ -48,6 +48,8 @@ VERSION_REGISTERED = "version.registered"
 ALIAS_MOVED = "alias.moved"
 DEPLOYMENT_STARTED = "deployment.started"
 DEPLOYMENT_STOPPED = "deployment.stopped"
+ENDPOINT_VERIFIED = "endpoint.verified"  # unlearnops verify-endpoint: the live endpoint measured as registered
+ENDPOINT_MISMATCH = "endpoint.mismatch"  # ... or not (the record names the failed checks)
 
 # The one list of events: name -> the fields every record of it must carry (others are allowed).
 # status/show link records through these ids, so a record without them would be invisible there.
@@ -62,6 +64,8 @@ EVENTS: dict[str, tuple[str, ...]] = {
     ALIAS_MOVED: ("name", "alias", "version"),
     DEPLOYMENT_STARTED: ("deployment_id", "name", "version"),
     DEPLOYMENT_STOPPED: ("deployment_id",),
+    ENDPOINT_VERIFIED: ("deployment_id", "name", "version", "verification_sha256"),
+    ENDPOINT_MISMATCH: ("deployment_id", "name", "version", "verification_sha256"),
 }
 
 RECORD_KEYS = frozenset({"seq", "timestamp", "event", "fields", "prev", "hash"})

@@ -1,0 +1,181 @@
+"""A small client for the OpenAI-compatible completions API, many requests in flight at once.
+
+Greedy completions (`temperature: 0`) and prompt log-probabilities (`echo: true`, `logprobs: 0`,
+`max_tokens: 0`) are all MUSE needs. Prompts are sent as token ids (the OpenAI completions API
+accepts "an array of tokens"), encoded here exactly as the evaluator encodes them, so the
+server's own tokenization, BOS handling and truncation play no part.
+
+Requests go out concurrently from a thread pool over one connection pool: vLLM batches whatever
+is in flight (continuous batching), so the endpoint is measured in batches, not one request at a
+time. The API key travels in the Authorization header only; it is never printed, logged or
+written (errors name the URL, never the key).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from ..errors import UnlearnopsError
+
+DEFAULT_CONCURRENCY = 16
+DEFAULT_TIMEOUT_S = 300.0
+
+
+class EndpointError(UnlearnopsError):
+    """The server refused or failed a request; `status` is its HTTP status (None: no answer)."""
+
+    def __init__(self, message: str, *, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+
+def public_url(url: str) -> str:
+    """The URL without credentials or query (what may be printed and recorded)."""
+    parts = urlsplit(url)
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+
+
+def check_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UnlearnopsError(f"--url {url!r}: expected the server's base URL, e.g. http://127.0.0.1:8000 (http or https)")
+    if "@" in parts.netloc:
+        raise UnlearnopsError("--url: credentials in the URL are not accepted; pass the API key with --api-key or $UNLEARNOPS_API_KEY")
+    return public_url(url)
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    finish_reason: str | None
+    token_logprobs: list[float | None] | None  # echo: one per prompt token (the first is None)
+
+
+class OpenAIEndpoint:
+    """`/v1/models` and `/v1/completions` of one server, with a bounded number of requests in flight."""
+
+    def __init__(self, url: str, *, api_key: str | None = None, concurrency: int = DEFAULT_CONCURRENCY,
+                 timeout_s: float = DEFAULT_TIMEOUT_S):
+        import httpx
+
+        if concurrency < 1:
+            raise UnlearnopsError(f"--concurrency {concurrency}: must be at least 1")
+        self.url = check_url(url)
+        self.base = self.url if self.url.endswith("/v1") else self.url + "/v1"
+        self.concurrency = concurrency
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        # trust_env=False: a proxy from the environment must not see (or reroute) the key and the prompts.
+        self._http = httpx.Client(headers=headers, timeout=timeout_s, limits=limits, trust_env=False)
+        self._lock = threading.Lock()
+        self.requests_sent = 0
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> OpenAIEndpoint:
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.close()
+
+    # ---- calls --------------------------------------------------------------------------------
+    def models(self) -> list[dict[str, Any]]:
+        """The `data` of GET /v1/models: the served model ids (and vLLM's `root`, `max_model_len`, `owned_by`)."""
+        document = self._call("GET", "/models")
+        data = document.get("data") if isinstance(document, dict) else None
+        if not isinstance(data, list):
+            raise EndpointError(f"{self.base}/models: the answer has no model list; is this an OpenAI-compatible server?")
+        return [item for item in data if isinstance(item, dict)]
+
+    def complete(self, model: str, prompt: Sequence[int], *, max_tokens: int) -> Completion:
+        """Greedy continuation of a prompt given as token ids."""
+        body = {"model": model, "prompt": list(prompt), "max_tokens": max_tokens, "temperature": 0, "n": 1}
+        return self._completion(body)
+
+    def prompt_logprobs(self, model: str, prompt: Sequence[int]) -> list[float]:
+        """log p(token_i | tokens before it) for every prompt token after the first.
+
+        `echo` + `logprobs: 0` + `max_tokens: 0` (vLLM returns the prompt's log-probabilities and
+        generates nothing). A server that cannot must say so (400) or omit them: both are errors.
+        """
+        body = {"model": model, "prompt": list(prompt), "max_tokens": 0, "echo": True, "logprobs": 0, "temperature": 0}
+        found = self._completion(body).token_logprobs
+        if found is None or len(found) < len(prompt):
+            raise EndpointError(
+                f"{self.base}/completions: no prompt log-probabilities in the answer (echo + logprobs); this server cannot "
+                "measure PrivLeak", status=None,
+            )
+        values = found[1 : len(prompt)]  # the first token has none; a generated token, if any, follows the prompt's
+        if any(not isinstance(value, (int, float)) for value in values):
+            raise EndpointError(f"{self.base}/completions: a prompt token has no log-probability; this server cannot measure PrivLeak")
+        return [float(value) for value in values]
+
+    def map(self, call: Callable[[Any], Any], items: Sequence[Any], on_done: Callable[[int], None] | None = None) -> list[Any]:
+        """call(item) for every item, `concurrency` at a time, results in the items' order.
+
+        The first failure cancels what has not started and is raised.
+        """
+        results: list[Any] = [None] * len(items)
+        with concurrent.futures.ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="endpoint") as pool:
+            futures = {pool.submit(call, item): index for index, item in enumerate(items)}
+            try:
+                for future in concurrent.futures.as_completed(futures):
+                    results[futures[future]] = future.result()
+                    if on_done is not None:
+                        on_done(1)
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+        return results
+
+    # ---- plumbing -----------------------------------------------------------------------------
+    def _completion(self, body: dict[str, Any]) -> Completion:
+        document = self._call("POST", "/completions", body)
+        choices = document.get("choices") if isinstance(document, dict) else None
+        if not choices or not isinstance(choices[0], dict) or not isinstance(choices[0].get("text"), str):
+            raise EndpointError(f"{self.base}/completions: the answer has no choices[0].text; is this an OpenAI-compatible server?")
+        choice = choices[0]
+        logprobs = choice.get("logprobs")
+        token_logprobs = logprobs.get("token_logprobs") if isinstance(logprobs, dict) else None
+        return Completion(choice["text"], choice.get("finish_reason"), token_logprobs if isinstance(token_logprobs, list) else None)
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        import httpx
+
+        url = self.base + path
+        with self._lock:
+            self.requests_sent += 1
+        try:
+            response = self._http.request(method, url, json=body)
+        except httpx.HTTPError as err:
+            raise EndpointError(f"{url}: no answer ({type(err).__name__}: {err}); is the server running at {self.url}?") from None
+        if response.status_code in (401, 403):
+            raise EndpointError(
+                f"{url}: {response.status_code} {response.reason_phrase}; pass the server's API key with --api-key or "
+                "$UNLEARNOPS_API_KEY", status=response.status_code,
+            )
+        if response.status_code >= 400:
+            raise EndpointError(f"{url}: {response.status_code} {_server_message(response)}", status=response.status_code)
+        try:
+            return response.json()
+        except ValueError:
+            raise EndpointError(f"{url}: the answer is not JSON; is this an OpenAI-compatible server?") from None
+
+
+def _server_message(response) -> str:
+    """The server's own error message (OpenAI shape: {"error": {"message": ...}}), cut short."""
+    try:
+        document = response.json()
+    except ValueError:
+        return response.reason_phrase or "error"
+    error = document.get("error") if isinstance(document, dict) else None
+    message = error.get("message") if isinstance(error, dict) else (error or document.get("detail") if isinstance(document, dict) else None)
+    return str(message or response.reason_phrase)[:300]
