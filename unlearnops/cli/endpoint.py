@@ -38,6 +38,11 @@ def verify_endpoint_command(
         typer.Option("--skip", help="A metric not to verify (repeatable): verbmem_f, knowmem_f, knowmem_r, privleak. Recorded as skipped; "
                      "e.g. privleak for a server that returns no prompt log-probabilities.", show_default=False),
     ] = None,
+    tolerance: Annotated[
+        list[str] | None,
+        typer.Option("--tolerance", help="METRIC=VALUE (repeatable): the largest difference from the registered evaluation that still "
+                     "counts as the same model. Defaults: verbmem_f, knowmem_f, knowmem_r 2.0 points; auc 0.02.", show_default=False),
+    ] = None,
     tokenizer: Annotated[
         Path | None,
         typer.Option("--tokenizer", help="A directory with the model's tokenizer and config.json (default: read from the registered "
@@ -67,7 +72,7 @@ def verify_endpoint_command(
 
         verification = verify_endpoint(
             resolved, url, api_key=api_key, request_id=request, deployment_id=deployment, concurrency=concurrency,
-            skip=tuple(skip or ()), tokenizer=tokenizer, corpus=corpus,
+            skip=tuple(skip or ()), tokenizer=tokenizer, corpus=corpus, tolerance=_tolerances(tolerance),
             notify=lambda line: err_console.print(line, highlight=False, soft_wrap=True),
             on_planned=lambda total: bar.update(task, total=total),
             on_done=lambda done: bar.advance(task, done),
@@ -79,8 +84,8 @@ def verify_endpoint_command(
     document.pop("items", None)
 
     def render() -> None:
-        rows = [(c.name, c.registered, c.measured, c.difference, c.tolerance, c.status, c.detail) for c in verification.checks]
-        out_console.print(table(f"endpoint {verification.endpoint}", ["check", "registered", "measured", "difference", "tolerance", "result", "detail"], rows))
+        rows = [(c.name, c.registered, c.measured, c.difference, c.tolerance, c.status) for c in verification.checks]
+        out_console.print(table(f"endpoint {verification.endpoint}", ["check", "registered", "measured", "difference", "tolerance", "result"], rows))
         measured = verification.measurement
         if measured is not None:
             out_console.print(f"{measured.requests} requests, {measured.concurrency} in flight, {measured.seconds:.1f} s", highlight=False)
@@ -94,3 +99,18 @@ def verify_endpoint_command(
     emit(document, as_json, render)
     if not verification.passed:
         raise typer.Exit(1)
+
+
+def _tolerances(values: list[str] | None) -> dict[str, float]:
+    from ..errors import UsageError
+
+    parsed = {}
+    for value in values or ():
+        key, sep, number = value.partition("=")
+        try:
+            parsed[key.strip()] = float(number)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise UsageError(f"--tolerance {value}: expected METRIC=NUMBER, e.g. verbmem_f=5")
+    return parsed

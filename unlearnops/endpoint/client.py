@@ -55,6 +55,7 @@ class Completion:
     text: str
     finish_reason: str | None
     token_logprobs: list[float | None] | None  # echo: one per prompt token (the first is None)
+    top_logprobs: list[dict[str, float] | None] | None = None
 
 
 class OpenAIEndpoint:
@@ -99,23 +100,47 @@ class OpenAIEndpoint:
         body = {"model": model, "prompt": list(prompt), "max_tokens": max_tokens, "temperature": 0, "n": 1}
         return self._completion(body)
 
-    def prompt_logprobs(self, model: str, prompt: Sequence[int]) -> list[float]:
+    def prompt_logprobs(self, model: str, prompt: Sequence[int], *, max_model_len: int | None = None) -> list[float]:
         """log p(token_i | tokens before it) for every prompt token after the first.
 
         `echo` + `logprobs: 0` + `max_tokens: 0` (vLLM returns the prompt's log-probabilities and
         generates nothing). A server that cannot must say so (400) or omit them: both are errors.
+        vLLM still reserves one generated token, so a prompt as long as the server's context
+        (`max_model_len`, e.g. a text the evaluator cut to the model's context) would be refused:
+        then the last token's log-probability is read at the one generated position instead
+        (vLLM's `logprob_token_ids` extension), from the same logits.
         """
+        if max_model_len and len(prompt) >= max_model_len:
+            return self._prompt_logprobs_at_context(model, list(prompt))
         body = {"model": model, "prompt": list(prompt), "max_tokens": 0, "echo": True, "logprobs": 0, "temperature": 0}
-        found = self._completion(body).token_logprobs
-        if found is None or len(found) < len(prompt):
+        return self._echoed(body, len(prompt))
+
+    def _prompt_logprobs_at_context(self, model: str, prompt: list[int]) -> list[float]:
+        last = prompt[-1]
+        body = {"model": model, "prompt": prompt[:-1], "max_tokens": 1, "echo": True, "logprobs": 0, "temperature": 0,
+                "logprob_token_ids": [last], "return_tokens_as_token_ids": True}
+        completion = self._completion(body)
+        values = self._echoed(body, len(prompt) - 1, completion)
+        final = (completion.top_logprobs or [None])[-1] or {}
+        value = final.get(f"token_id:{last}")
+        if not isinstance(value, (int, float)):
+            raise EndpointError(
+                f"{self.base}/completions: a text fills the server's whole context and the server returned no log-probability for "
+                "its last token (vLLM's logprob_token_ids); restart the server with a longer --max-model-len"
+            )
+        return [*values, float(value)]
+
+    def _echoed(self, body: dict[str, Any], length: int, completion: Completion | None = None) -> list[float]:
+        """The log-probabilities of prompt tokens 2..length (the first has none; a generated token may follow)."""
+        found = (completion or self._completion(body)).token_logprobs
+        if found is None or len(found) < length:
             raise EndpointError(
                 f"{self.base}/completions: no prompt log-probabilities in the answer (echo + logprobs); this server cannot "
-                "measure PrivLeak", status=None,
+                "measure PrivLeak (pass --skip privleak to verify the rest)"
             )
-        values = found[1 : len(prompt)]  # the first token has none; a generated token, if any, follows the prompt's
-        if any(not isinstance(value, (int, float)) for value in values):
+        if any(not isinstance(value, (int, float)) for value in found[1:length]):
             raise EndpointError(f"{self.base}/completions: a prompt token has no log-probability; this server cannot measure PrivLeak")
-        return [float(value) for value in values]
+        return [float(value) for value in found[1:length]]
 
     def map(self, call: Callable[[Any], Any], items: Sequence[Any], on_done: Callable[[int], None] | None = None) -> list[Any]:
         """call(item) for every item, `concurrency` at a time, results in the items' order.
@@ -145,7 +170,9 @@ class OpenAIEndpoint:
         choice = choices[0]
         logprobs = choice.get("logprobs")
         token_logprobs = logprobs.get("token_logprobs") if isinstance(logprobs, dict) else None
-        return Completion(choice["text"], choice.get("finish_reason"), token_logprobs if isinstance(token_logprobs, list) else None)
+        top_logprobs = logprobs.get("top_logprobs") if isinstance(logprobs, dict) else None
+        return Completion(choice["text"], choice.get("finish_reason"), token_logprobs if isinstance(token_logprobs, list) else None,
+                          top_logprobs if isinstance(top_logprobs, list) else None)
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         import httpx

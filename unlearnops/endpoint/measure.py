@@ -99,7 +99,8 @@ def check_fits(jobs: list[Job], max_model_len: int | None, url: str) -> None:
     """A prompt the server's context cannot hold would be answered 400: say which setting to change."""
     if not max_model_len:
         return
-    longest = max((len(job.prompt_ids) + max(job.max_tokens, 1) for job in jobs), default=0)
+    # A membership text may fill the whole context (client.prompt_logprobs reads its last token apart).
+    longest = max((len(job.prompt_ids) + job.max_tokens for job in jobs), default=0)
     if longest > max_model_len:
         raise UnlearnopsError(
             f"{url}: the server's max_model_len is {max_model_len}, but the registered evaluation used prompts of up to "
@@ -107,14 +108,14 @@ def check_fits(jobs: list[Job], max_model_len: int | None, url: str) -> None:
         )
 
 
-def measure(endpoint: OpenAIEndpoint, served_model: str, jobs: list[Job], *, tokenizer: Any, retrain_auc: float | None,
-            on_done: Callable[[int], None] | None = None) -> Measurement:
+def measure(endpoint: OpenAIEndpoint, served_model: str, jobs: list[Job], *, retrain_auc: float | None,
+            max_model_len: int | None = None, on_done: Callable[[int], None] | None = None) -> Measurement:
     """Send every job (concurrently), score the answers with the evaluator's functions."""
     started, sent_before = time.perf_counter(), endpoint.requests_sent
 
     def call(job: Job) -> Any:
         if job.max_tokens == 0:
-            return endpoint.prompt_logprobs(served_model, job.prompt_ids)
+            return endpoint.prompt_logprobs(served_model, job.prompt_ids, max_model_len=max_model_len)
         return endpoint.complete(served_model, job.prompt_ids, max_tokens=job.max_tokens).text
 
     answers = endpoint.map(call, jobs, on_done)

@@ -18,6 +18,7 @@ measurements).
 
 from __future__ import annotations
 
+import math
 import tempfile
 import uuid
 from collections.abc import Callable
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import audit, provenance
-from ..errors import UnlearnopsError
+from ..errors import UnlearnopsError, did_you_mean
 from ..fileio import sha256_file, write_json
 from ..workspace import Workspace
 from . import measure, target
@@ -85,7 +86,7 @@ class Verification:
                 "served_sha256", "timestamp")},
             "checks": [asdict(check) for check in self.checks],
             "skipped": self.skipped,
-            "tolerance": TOLERANCE,
+            "tolerance": self.extra.get("tolerance", TOLERANCE),
             "measured": None if measured is None else {
                 "values": measured.values, "counts": measured.counts, "seconds": measured.seconds, "requests": measured.requests,
                 "concurrency": measured.concurrency,
@@ -106,12 +107,14 @@ def verify_endpoint(
     skip: tuple[str, ...] = (),
     tokenizer: Path | None = None,
     corpus: Path | None = None,
+    tolerance: dict[str, float] | None = None,
     notify: Callable[[str], None] | None = None,
     on_done: Callable[[int], None] | None = None,
     on_planned: Callable[[int], None] | None = None,
 ) -> Verification:
     """Measure the endpoint, compare with the registered evaluation, record the result (see module doc)."""
     notify = notify or (lambda _line: None)
+    tolerances = tolerance_of(tolerance)
     for name in skip:
         if name not in SKIPPABLE:
             raise UnlearnopsError(f"--skip {name}: not a metric; choose from {', '.join(SKIPPABLE)}", exit_code=2)
@@ -122,6 +125,7 @@ def verify_endpoint(
         deployment = target.find_deployment(records, endpoint.url, served_ids, deployment_id)
         _check_request(deployment, records, request_id)
         verification = Verification(uuid.uuid4().hex, endpoint.url, None, deployment, [], None, sorted(skip))
+        verification.extra["tolerance"] = tolerances
         name = deployment.get("served_model_name") or f"{deployment['name']}/{deployment['version']}"
         server = next((item for item in listed if item.get("id") == name), None)
         verification.extra["server"] = _server_facts(server)
@@ -145,8 +149,9 @@ def verify_endpoint(
         measure.check_fits(jobs, server.get("max_model_len"), endpoint.url)
         if on_planned is not None:
             on_planned(len(jobs))
-        verification.measurement = measure.measure(endpoint, name, jobs, tokenizer=tok, retrain_auc=goal.retrain_auc, on_done=on_done)
-        verification.checks += compare(goal, verification.measurement)
+        verification.measurement = measure.measure(endpoint, name, jobs, retrain_auc=goal.retrain_auc,
+                                                   max_model_len=server.get("max_model_len"), on_done=on_done)
+        verification.checks += compare(goal, verification.measurement, tolerances)
         verification.extra["registered"] = {
             "version": goal.version.ref, "run_id": goal.version.run_id, "gate_report_sha256": goal.version.gate_report_sha256,
             "values": goal.registered, "counts": goal.counts, "limit": goal.limit, "retrain_auc": goal.retrain_auc,
@@ -155,13 +160,26 @@ def verify_endpoint(
     return record(workspace, verification, deployment)
 
 
-def compare(goal: target.Target, measured: measure.Measurement) -> list[Check]:
+def tolerance_of(overrides: dict[str, float] | None) -> dict[str, float]:
+    """The default tolerances with the operator's overrides (each named metric, a non-negative number)."""
+    chosen = dict(TOLERANCE)
+    for key, value in (overrides or {}).items():
+        if key not in TOLERANCE:
+            raise UnlearnopsError(f"--tolerance {key}: not a checked metric; {did_you_mean(key, TOLERANCE)}choose from {', '.join(TOLERANCE)}",
+                                  exit_code=2)
+        if not (isinstance(value, (int, float)) and value >= 0 and math.isfinite(value)):
+            raise UnlearnopsError(f"--tolerance {key}={value}: must be a number >= 0", exit_code=2)
+        chosen[key] = float(value)
+    return chosen
+
+
+def compare(goal: target.Target, measured: measure.Measurement, tolerances: dict[str, float] = TOLERANCE) -> list[Check]:
     checks = []
     for key, registered in goal.registered.items():
         if key == "privleak":
             continue  # PrivLeak is a fixed function of the AUC and the retrain AUC: its check is the AUC's
         value = measured.values.get(key)
-        tolerance = TOLERANCE[key]
+        tolerance = tolerances[key]
         if value is None:
             checks.append(Check(key, "failed", "not measured at the endpoint", registered=registered, tolerance=tolerance))
             continue

@@ -60,7 +60,7 @@ def evidence_chart(evidence: dict[str, Any]) -> str:
             axis.axhline(threshold, color="#c62828", linestyle="--", linewidth=1)
         if key == "privleak":
             axis.axhline(0, color="#444444", linewidth=0.8)
-            axis.set_ylim(-110, 110)
+            axis.set_ylim(-128, 110)
         else:
             axis.set_ylim(0, 110)
         axis.set_xticks(range(len(ROLES)), [SHORT[r] for r in ROLES], fontsize=6.5)

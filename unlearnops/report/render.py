@@ -39,7 +39,8 @@ CHECK_LABELS = {
     "quantization_gap.privleak": "4-bit gap: privacy leakage",
 }
 METRIC_LABELS = {"verbmem_f": "Verbatim overlap (VerbMem)", "knowmem_f": "Answers about requested data (KnowMem forget)",
-                 "knowmem_r": "Answers about data to keep (KnowMem retain)", "privleak": "Privacy leakage (PrivLeak)", "auc": "Membership AUC"}
+                 "knowmem_r": "Answers about data to keep (KnowMem retain)", "privleak": "Privacy leakage (PrivLeak)", "auc": "Membership AUC (PrivLeak's basis)",
+                 "served_model": "Model name the endpoint serves"}
 
 
 def render_html(report: RequestReport) -> str:
