@@ -24,6 +24,9 @@ from ..errors import UnlearnopsError
 
 DEFAULT_CONCURRENCY = 16
 DEFAULT_TIMEOUT_S = 300.0
+NO_PROMPT_LOGPROBS = (
+    "this server cannot measure PrivLeak: pass --skip privleak to verify the rest, or verify a vLLM replica of the same version"
+)
 
 
 class EndpointError(UnlearnopsError):
@@ -110,10 +113,16 @@ class OpenAIEndpoint:
         then the last token's log-probability is read at the one generated position instead
         (vLLM's `logprob_token_ids` extension), from the same logits.
         """
-        if max_model_len and len(prompt) >= max_model_len:
-            return self._prompt_logprobs_at_context(model, list(prompt))
-        body = {"model": model, "prompt": list(prompt), "max_tokens": 0, "echo": True, "logprobs": 0, "temperature": 0}
-        return self._echoed(body, len(prompt))
+        try:
+            if max_model_len and len(prompt) >= max_model_len:
+                return self._prompt_logprobs_at_context(model, list(prompt))
+            body = {"model": model, "prompt": list(prompt), "max_tokens": 0, "echo": True, "logprobs": 0, "temperature": 0}
+            return self._echoed(body, len(prompt))
+        except EndpointError as err:
+            if err.status not in (400, 422):
+                raise
+            raise EndpointError(f"{err} (asked for the prompt's log-probabilities: echo + logprobs); {NO_PROMPT_LOGPROBS}",
+                                status=err.status) from None
 
     def _prompt_logprobs_at_context(self, model: str, prompt: list[int]) -> list[float]:
         last = prompt[-1]
@@ -135,11 +144,10 @@ class OpenAIEndpoint:
         found = (completion or self._completion(body)).token_logprobs
         if found is None or len(found) < length:
             raise EndpointError(
-                f"{self.base}/completions: no prompt log-probabilities in the answer (echo + logprobs); this server cannot "
-                "measure PrivLeak (pass --skip privleak to verify the rest)"
+                f"{self.base}/completions: no prompt log-probabilities in the answer (echo + logprobs); {NO_PROMPT_LOGPROBS}"
             )
         if any(not isinstance(value, (int, float)) for value in found[1:length]):
-            raise EndpointError(f"{self.base}/completions: a prompt token has no log-probability; this server cannot measure PrivLeak")
+            raise EndpointError(f"{self.base}/completions: a prompt token has no log-probability; {NO_PROMPT_LOGPROBS}")
         return [float(value) for value in found[1:length]]
 
     def map(self, call: Callable[[Any], Any], items: Sequence[Any], on_done: Callable[[int], None] | None = None) -> list[Any]:

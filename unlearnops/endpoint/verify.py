@@ -137,7 +137,7 @@ def verify_endpoint(
         verification.served_model = name
         verification.checks.append(Check("served_model", "passed", f"the endpoint serves {name}", registered=name, measured=name))
         goal = target.resolve_target(workspace, records, deployment, corpus_dir=corpus, skip=skip)
-        notify(f"{goal.version.ref}: measuring {', '.join(goal.registered)} at {endpoint.url} on request {goal.evaluated_request}'s "
+        notify(f"{goal.version.ref}: measuring {', '.join(k for k in goal.registered if k != 'auc')} at {endpoint.url} on request {goal.evaluated_request}'s "
                f"forget set (limit {goal.limit or 'none'}), {concurrency} requests in flight")
         with tempfile.TemporaryDirectory(prefix="unlearnops-tokenizer-") as scratch:
             model_dir = tokenizer or target.fetch_tokenizer(goal.version, provenance.tracking_uri(workspace), Path(scratch))
