@@ -137,34 +137,29 @@ def gate(
 def _recheck_lineage(ref: str, model: Path | None, workspace: Path | None, limit: int | None) -> list:
     """Evaluate the quantized model on the forget set of every request `ref` already satisfies."""
     from ..evaluate import evaluate_model
-    from ..gate import InheritedRequest
+    from ..pipeline.lineage import recheck, rechecked_metrics
     from ..registry import resolve, tracking_uri_for
     from ..workspace import Workspace
 
     if model is None:
         raise UsageError("--lineage re-evaluates the model on earlier forget sets: give --model DIR, not --metrics")
     version = resolve(ref, tracking_uri=tracking_uri_for(Workspace.resolve(workspace)))
-    inherited = []
-    for request_id, corpus, problem in version.forget_sets():
-        if problem:
-            inherited.append(InheritedRequest(request_id, None, problem))
-            continue
+
+    def measure(request_id: str, corpus: Path, corpus_sha: str) -> dict:
         err_console.print(f"re-checking request {request_id}'s forget set {corpus}", highlight=False)
-        inherited.append(InheritedRequest(request_id, evaluate_model(model, corpus, limit=limit, metrics=("verbmem_f", "knowmem_f"))))
-    return inherited
+        return evaluate_model(model, corpus, limit=limit, metrics=rechecked_metrics())
+
+    return recheck(version, measure)
 
 
 def _evaluator(corpus: Path | None, retrain_auc: float | None, limit: int | None):
     def evaluate(model_dir: Path, role: str) -> dict:
         if corpus is None:
             raise UsageError(f"--corpus is needed to evaluate the {role} model {model_dir}")
+        from ..bench import privleak_reference
         from ..evaluate import evaluate_model
-        from ..fileio import read_json
 
-        reference = retrain_auc
-        manifest = corpus.parent / "bench.json"
-        if reference is None and manifest.is_file():
-            reference = ((read_json(manifest).get("metrics") or {}).get("retrain") or {}).get("auc")
+        reference = retrain_auc if retrain_auc is not None else privleak_reference(corpus)
         err_console.print(f"evaluating the {role} model {model_dir}", highlight=False)
         return evaluate_model(model_dir, corpus, retrain_auc=reference, limit=limit)
 

@@ -1,8 +1,11 @@
-"""The evaluate stage: MUSE metrics of the source, the full-precision and the quantized model, and of
-the quantized model on the forget set of every request the source version already satisfies.
+"""The evaluate stage: every registered metric (unlearnops.metrics) of the source, the
+full-precision and the quantized model, and the inherited metrics of the quantized model on the
+forget set of every request the source version already satisfies.
 
-One cached stage output per (model, corpus, settings): `evaluate:<role>` in the timings and
-child runs, `metrics.json` (the whole result) logged on the child run.
+One cached stage output per (model, corpus, settings, metrics): `evaluate:<role>` in the
+timings and child runs (its metrics as `metrics.<key>`), `metrics.json` (the whole result)
+logged on the child run. The stage record keeps every registered metric, so the gate and MLflow
+get each one.
 """
 
 from __future__ import annotations
@@ -12,15 +15,16 @@ from pathlib import Path
 from typing import Any
 
 from ..fileio import write_json
+from ..metrics import METRICS
 from .context import RunContext
 from .data import RequestData
+from .lineage import recheck, rechecked_metrics
 from .runner import Stage
 from .stages import StageResult
 
 RESULT = "metrics.json"
-# The keys of an evaluation the stage record keeps (metrics.json keeps everything).
-RECORDED = ("verbmem_f", "knowmem_f", "knowmem_r", "privleak", "auc", "precision")
-INHERITED_METRICS = ("verbmem_f", "knowmem_f")
+# Besides the registered metrics, the keys of an evaluation the stage record keeps (metrics.json keeps everything).
+ALSO_RECORDED = ("auc", "precision")
 
 
 def evaluate_all(ctx: RunContext, source, source_dir: StageResult, unlearned: StageResult, quantized: StageResult,
@@ -40,6 +44,7 @@ def evaluate(ctx: RunContext, role: str, model_dir: Path, model_sha: str, corpus
              retrain_auc: float | None, metrics: tuple[str, ...] | None = None) -> dict[str, Any]:
     from ..evaluate import evaluate_model
 
+    metrics = tuple(metrics or METRICS)  # part of the key: a newly registered metric is measured, not missed
     settings = {**ctx.config.evaluate.model_dump(), "retrain_auc": retrain_auc, "metrics": metrics}
 
     def build(tmp: Path) -> dict:
@@ -48,7 +53,7 @@ def evaluate(ctx: RunContext, role: str, model_dir: Path, model_sha: str, corpus
             metrics=metrics, show_progress=ctx.runner.show_progress,
         )
         write_json(tmp / RESULT, result)
-        return {"metrics": {key: result.get(key) for key in RECORDED}}
+        return {"metrics": {key: result.get(key) for key in (*METRICS, *ALSO_RECORDED)}}
 
     stage = Stage("evaluate", settings, {"model": model_sha, "corpus": corpus_sha}, build, label=f"evaluate:{role}",
                   announce=role, params={"role": role}, artifacts=(RESULT,))
@@ -56,21 +61,12 @@ def evaluate(ctx: RunContext, role: str, model_dir: Path, model_sha: str, corpus
 
 
 def inherited(ctx: RunContext, source, quantized: StageResult, data: RequestData, current: dict) -> list[dict]:
-    """Re-check the forget set of every request the source version already satisfies."""
-    from ..gate import InheritedRequest
+    """Re-check the forget set of every request the source version already satisfies (lineage.recheck)."""
 
-    found = []
-    for request_id, corpus, problem in (source.forget_sets() if source is not None else []):
-        if problem:
-            found.append(asdict(InheritedRequest(request_id, None, problem)))
-            continue
-        corpus_sha = source.request_records()[request_id]["corpus_sha256"]
+    def measure(request_id: str, corpus: Path, corpus_sha: str) -> dict[str, Any]:
         if corpus_sha == data.corpus_sha256:
-            measured = current  # the same forget set as this request: already measured
-        else:
-            measured = evaluate(
-                ctx, f"inherited {request_id}", quantized.path / "out", quantized.record["model_sha256"],
-                corpus, corpus_sha, None, INHERITED_METRICS,
-            )
-        found.append(asdict(InheritedRequest(request_id, measured)))
-    return found
+            return current  # the same forget set as this request: already measured
+        return evaluate(ctx, f"inherited {request_id}", quantized.path / "out", quantized.record["model_sha256"],
+                        corpus, corpus_sha, None, rechecked_metrics())
+
+    return [asdict(request) for request in recheck(source, measure)] if source is not None else []

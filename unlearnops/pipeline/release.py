@@ -12,6 +12,7 @@ from typing import Any
 
 from .. import audit, registry
 from ..fileio import canonical_json, sha256_bytes, sha256_file
+from ..metrics import METRICS
 from .context import RunContext
 from .data import RequestData
 from .runner import Stage
@@ -86,7 +87,7 @@ def version_tags(ctx: RunContext, request, data: RequestData, source, quantized:
         **{registry.request_tag(rid): json.dumps(record, sort_keys=True) for rid, record in records.items()},
     }
     for role, prefix in (("quantized", "q"), ("full_precision", "fp")):
-        for key in ("verbmem_f", "knowmem_f", "knowmem_r", "privleak"):
+        for key in METRICS:
             if isinstance(value := metrics[role].get(key), (int, float)):
                 tags[f"{registry.TAG_METRIC_PREFIX}{prefix}.{key}"] = f"{value:.4f}"
     return tags

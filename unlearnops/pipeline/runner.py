@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import progress
 from .stages import RECORD, StageResult, StageStore
 from .tracking import Tracker
 
@@ -130,18 +131,12 @@ class StageRunner:
     # ---- printing --------------------------------------------------------------------------------
     def announce(self, stage: str, message: str) -> None:
         """`stage: message`, before the work starts."""
-        if self.show_progress:
-            from ..cli.output import err_console
-
-            err_console.print(f"[bold]{stage}[/]: {message}", highlight=False)
+        progress.note(message, label=stage, enabled=self.show_progress)
 
     def _time(self, stage: str, seconds: float, cached: bool, key: str | None) -> float:
         seconds = round(seconds, 2)
         self.timings.append(StageTiming(stage, seconds, cached, key))
-        if self.show_progress:
-            from ..cli.output import err_console
-
-            err_console.print(f"  {stage:<28} {'cached' if cached else f'{seconds:7.1f} s'}", highlight=False)
+        progress.note(f"  {stage:<28} {'cached' if cached else f'{seconds:7.1f} s'}", enabled=self.show_progress)
         return seconds
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..metrics import inherited as inherited_metrics
 from .context import RunContext
 from .runner import StageTiming
 
@@ -49,9 +50,10 @@ def flat_metrics(metrics: dict) -> dict[str, float]:
         for key, value in (metrics[role] or {}).items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 flat[f"{prefix}.{key}"] = float(value)
+    rechecked = [metric.key for metric in inherited_metrics()]
     for item in metrics["inherited"]:
         for key, value in (item["metrics"] or {}).items():
-            if key in ("verbmem_f", "knowmem_f") and isinstance(value, (int, float)):
+            if key in rechecked and isinstance(value, (int, float)):
                 flat[f"inherited.{item['request_id']}.{key}"] = float(value)
     return flat
 

@@ -18,7 +18,8 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from ..cli.output import progress
+from .. import metrics as metrics_registry
+from .. import progress
 from ..corpus import Corpus
 from ..errors import UnlearnopsError
 from ..fileio import atomic_dir, write_json
@@ -28,9 +29,6 @@ from .config import UnlearnConfig
 from .data import Sequences, chunk_stream, missing_qa, split_texts
 from .methods import METHODS, REGULARIZERS, Batch, lookup
 
-# The per-epoch metrics, and the corpus file each one needs.
-EPOCH_METRICS = {"verbmem_f": "verbmem/forget", "knowmem_f": "knowmem/forget_qa", "knowmem_r": "knowmem/retain_qa"}
-STOP_FIELDS = {"verbmem_f": "stop_verbmem", "knowmem_f": "stop_knowmem"}
 
 Reference = Callable[[Batch], torch.Tensor]
 
@@ -127,7 +125,7 @@ def stop_targets(config: UnlearnConfig, corpus_dir: Path) -> dict[str, dict[str,
     KnowMem_f at or below the retrain model's (bench.json next to the corpus)."""
     targets = {
         metric: {"value": getattr(config, field), "source": f"config {field}"}
-        for metric, field in STOP_FIELDS.items()
+        for metric, field in metrics_registry.stop_settings().items()
         if getattr(config, field) is not None
     }
     if not targets and config.eval_limit:
@@ -148,10 +146,12 @@ def epoch_metrics(corpus: Corpus, config: UnlearnConfig, targets: dict) -> tuple
             raise UnlearnopsError("eval_limit: 0 turns off the per-epoch evaluation that the stop target needs; set it above 0 or drop the target")
         return ()
     for metric in targets:
-        if not corpus.has(EPOCH_METRICS[metric]):
-            raise UnlearnopsError(f"corpus {corpus.root}: missing {EPOCH_METRICS[metric]}.json, which the {metric} stop target is measured on")
+        missing = [need for need in metrics_registry.get(metric).needs if not corpus.has(need)]
+        if missing:
+            raise UnlearnopsError(f"corpus {corpus.root}: missing {missing[0]}.json, which the {metric} stop target is measured on")
     wanted = set(config.epoch_metrics) | set(targets)
-    return tuple(metric for metric, needs in EPOCH_METRICS.items() if metric in wanted and corpus.has(needs))
+    measurable = [metric for metric in metrics_registry.per_epoch() if all(corpus.has(need) for need in metric.needs)]
+    return tuple(metric.key for metric in measurable if metric.key in wanted)
 
 
 # ---- model, reference, data -------------------------------------------------------------------
@@ -254,19 +254,18 @@ def run_epochs(run: Training, show_progress: bool) -> tuple[list[dict], dict]:
     total = min(config.epochs * len(run.forget_loader), config.max_steps or 10**12)
     history: list[dict] = []
     steps_done, why = 0, ""
-    bar = progress("unlearn", total=total, disable=not (show_progress and run.accelerator.is_local_main_process))
-    with bar:
-        task = bar.add_task(f"unlearn {config.method}+{config.regularizer} ({config.mode})", total=total, status="")
+    description = f"unlearn {config.method}+{config.regularizer} ({config.mode})"
+    with progress.task(description, total=total, enabled=show_progress and run.accelerator.is_local_main_process) as bar:
         for epoch in range(1, config.epochs + 1):
             started = time.perf_counter()
-            entry = train_epoch(run, total - steps_done, lambda loss: bar.update(task, advance=1, status=f"epoch {epoch} loss {loss:.3f}"))
+            entry = train_epoch(run, total - steps_done, lambda loss: bar.advance(status=f"epoch {epoch} loss {loss:.3f}"))
             steps_done += entry["steps"]
             entry["metrics"] = evaluate_epoch(run) if run.metrics else {}
             entry["seconds"] = round(time.perf_counter() - started, 2)
             history.append({"epoch": epoch, **entry})
             met, why = targets_met(entry["metrics"], run.targets)
             if met:
-                bar.update(task, total=steps_done)
+                bar.update(total=steps_done)
                 return history, {"chosen_epoch": epoch, "reason": f"first epoch meeting the target: {why}", "target_met": True}
             if steps_done >= total:
                 break
