@@ -34,7 +34,6 @@ REQUEST_DIGESTS = "requests"
 EVALUATION_ARTIFACT = "metrics.json"
 # The pipeline's child runs for the evaluations of one request (pipeline/evaluation.py labels).
 EVALUATION_RUNS = {"source": "evaluate:source", "full_precision": "evaluate:full precision", "quantized": "evaluate:quantized"}
-METRIC_KEYS = ("verbmem_f", "knowmem_f", "knowmem_r", "privleak", "auc")
 
 
 @dataclass

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from .options import JsonOpt, WorkspaceOpt
-from .output import emit, err_console, out_console, table
+from .output import emit, out_console, table
 
 
 def register(app: typer.Typer) -> None:
@@ -64,19 +64,11 @@ def verify_endpoint_command(
     """
     from ..endpoint import verify_endpoint
     from ..workspace import Workspace
-    from .output import progress
 
-    resolved = Workspace.resolve(workspace)
-    with progress("endpoint", None, disable=as_json) as bar:
-        task = bar.add_task("endpoint", total=None, status="")
-
-        verification = verify_endpoint(
-            resolved, url, api_key=api_key, request_id=request, deployment_id=deployment, concurrency=concurrency,
-            skip=tuple(skip or ()), tokenizer=tokenizer, corpus=corpus, tolerance=_tolerances(tolerance),
-            notify=lambda line: err_console.print(line, highlight=False, soft_wrap=True),
-            on_planned=lambda total: bar.update(task, total=total),
-            on_done=lambda done: bar.advance(task, done),
-        )
+    verification = verify_endpoint(
+        Workspace.resolve(workspace), url, api_key=api_key, request_id=request, deployment_id=deployment, concurrency=concurrency,
+        skip=tuple(skip or ()), tokenizer=tokenizer, corpus=corpus, tolerance=_tolerances(tolerance), show_progress=not as_json,
+    )
     document = {
         **verification.to_dict(), "document": str(verification.document_path), "event": verification.event,
         "record_seq": verification.record["seq"] if verification.record else None,

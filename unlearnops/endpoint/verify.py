@@ -21,12 +21,11 @@ from __future__ import annotations
 import math
 import tempfile
 import uuid
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import audit, provenance
+from .. import audit, progress, provenance
 from ..errors import UnlearnopsError, did_you_mean
 from ..fileio import sha256_file, write_json
 from ..workspace import Workspace
@@ -108,12 +107,9 @@ def verify_endpoint(
     tokenizer: Path | None = None,
     corpus: Path | None = None,
     tolerance: dict[str, float] | None = None,
-    notify: Callable[[str], None] | None = None,
-    on_done: Callable[[int], None] | None = None,
-    on_planned: Callable[[int], None] | None = None,
+    show_progress: bool = False,
 ) -> Verification:
     """Measure the endpoint, compare with the registered evaluation, record the result (see module doc)."""
-    notify = notify or (lambda _line: None)
     tolerances = tolerance_of(tolerance)
     for name in skip:
         if name not in SKIPPABLE:
@@ -137,8 +133,9 @@ def verify_endpoint(
         verification.served_model = name
         verification.checks.append(Check("served_model", "passed", f"the endpoint serves {name}", registered=name, measured=name))
         goal = target.resolve_target(workspace, records, deployment, corpus_dir=corpus, skip=skip)
-        notify(f"{goal.version.ref}: measuring {', '.join(k for k in goal.registered if k != 'auc')} at {endpoint.url} on request {goal.evaluated_request}'s "
-               f"forget set (limit {goal.limit or 'none'}), {concurrency} requests in flight")
+        progress.note(f"{goal.version.ref} at {endpoint.url}: measuring {', '.join(k for k in goal.registered if k != 'auc')} on request "
+                      f"{goal.evaluated_request}'s forget set (limit {goal.limit or 'none'}), {concurrency} requests in flight",
+                      label="verify-endpoint", enabled=show_progress)
         with tempfile.TemporaryDirectory(prefix="unlearnops-tokenizer-") as scratch:
             model_dir = tokenizer or target.fetch_tokenizer(goal.version, provenance.tracking_uri(workspace), Path(scratch))
             tok, model = measure.load_tokenizer(model_dir)
@@ -147,10 +144,9 @@ def verify_endpoint(
             metrics = [key for key in measure.MEASURABLE if key in goal.registered or (key == "privleak" and "auc" in goal.registered)]
             jobs = measure.plan_jobs(Corpus.load(goal.corpus), metrics, tok, model, goal.limit)
         measure.check_fits(jobs, server.get("max_model_len"), endpoint.url)
-        if on_planned is not None:
-            on_planned(len(jobs))
-        verification.measurement = measure.measure(endpoint, name, jobs, retrain_auc=goal.retrain_auc,
-                                                   max_model_len=server.get("max_model_len"), on_done=on_done)
+        with progress.task(f"endpoint {name}", len(jobs), enabled=show_progress) as bar:
+            verification.measurement = measure.measure(endpoint, name, jobs, retrain_auc=goal.retrain_auc,
+                                                       max_model_len=server.get("max_model_len"), on_done=bar.advance)
         verification.checks += compare(goal, verification.measurement, tolerances)
         verification.extra["registered"] = {
             "version": goal.version.ref, "run_id": goal.version.run_id, "gate_report_sha256": goal.version.gate_report_sha256,

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import audit, provenance
+from .. import metrics as metric_registry
 from ..errors import UnlearnopsError
 from ..fileio import read_json, sha256_file
 from ..workspace import Workspace
@@ -35,7 +36,7 @@ ROLE_LABELS = {
     "full_precision": "Unlearned model, full precision",
     "quantized": "Unlearned model as shipped (4-bit)",
 }
-METRICS = ("verbmem_f", "knowmem_f", "knowmem_r", "privleak")
+METRICS = tuple(metric_registry.METRICS)  # every metric the tool measures and gates, in the registry's order
 ENDPOINT_EVENTS = (audit.ENDPOINT_VERIFIED, audit.ENDPOINT_MISMATCH)
 
 

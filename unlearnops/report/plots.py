@@ -10,16 +10,19 @@ import base64
 import io
 from typing import Any
 
+from ..metrics import METRICS, Metric
 from .evidence import ROLES
 
 COLORS = {"source": "#9e9e9e", "retrain": "#8fbf8f", "full_precision": "#5b84c4", "quantized": "#e07b39"}
 SHORT = {"source": "original", "retrain": "never\ntrained", "full_precision": "unlearned\nfull prec.", "quantized": "shipped\n4-bit"}
-PANELS = (
-    ("verbmem_f", "Verbatim overlap with\nthe requested texts", "lower is better"),
-    ("knowmem_f", "Correct answers about\nthe requested data", "lower is better"),
-    ("knowmem_r", "Correct answers about\ndata to keep", "higher is better"),
-    ("privleak", "Privacy leakage\n(PrivLeak)", "0 is ideal"),
-)
+# Plain titles for MUSE's metrics; a metric registered later is titled by its own name.
+TITLES = {
+    "verbmem_f": "Verbatim overlap with\nthe requested texts",
+    "knowmem_f": "Correct answers about\nthe requested data",
+    "knowmem_r": "Correct answers about\ndata to keep",
+    "privleak": "Privacy leakage\n(PrivLeak)",
+}
+READINGS = {"lower": "lower is better", "higher": "higher is better", "zero": "0 is ideal"}
 
 
 def data_uri(figure) -> str:
@@ -45,8 +48,10 @@ def evidence_chart(evidence: dict[str, Any]) -> str:
     """One panel per metric: the four models' values, the gate's threshold as a dashed red line."""
     plt = _pyplot()
     rows, policy = evidence["rows"], evidence["policy"]
-    figure, axes = plt.subplots(1, len(PANELS), figsize=(11, 3.1))
-    for axis, (key, title, reading) in zip(axes, PANELS):
+    panels = [metric for metric in METRICS.values() if any(isinstance((rows.get(role) or {}).get(metric.key), (int, float)) for role in ROLES)]
+    figure, axes = plt.subplots(1, len(panels), figsize=(2.75 * len(panels), 3.1), squeeze=False)
+    for axis, metric in zip(axes[0], panels):
+        key, title, reading = metric.key, TITLES.get(metric.key, metric.name), READINGS[metric.better]
         values = [(rows.get(role) or {}).get(key) for role in ROLES]
         heights = [v if isinstance(v, (int, float)) else 0.0 for v in values]
         bars = axis.bar(range(len(ROLES)), heights, color=[COLORS[r] for r in ROLES], edgecolor=["none"] * 3 + ["#7a3a10"],
@@ -56,9 +61,9 @@ def evidence_chart(evidence: dict[str, Any]) -> str:
             y = bar.get_height()
             axis.annotate(label, (bar.get_x() + bar.get_width() / 2, y), xytext=(0, 2 if y >= 0 else -9),
                           textcoords="offset points", ha="center", fontsize=7)
-        for threshold in _thresholds(key, policy, rows):
+        for threshold in _thresholds(metric, policy, rows):
             axis.axhline(threshold, color="#c62828", linestyle="--", linewidth=1)
-        if key == "privleak":
+        if metric.better == "zero":
             axis.axhline(0, color="#444444", linewidth=0.8)
             axis.set_ylim(-128, 110)
         else:
@@ -70,16 +75,18 @@ def evidence_chart(evidence: dict[str, Any]) -> str:
     return data_uri(figure)
 
 
-def _thresholds(key: str, policy: dict[str, Any], rows: dict[str, Any]) -> list[float]:
-    if key in ("verbmem_f", "knowmem_f") and isinstance(policy.get(f"max_{key}"), (int, float)):
-        return [policy[f"max_{key}"]]
-    source_r = (rows.get("source") or {}).get("knowmem_r")
-    if key == "knowmem_r" and isinstance(source_r, (int, float)) and isinstance(policy.get("min_utility_ratio"), (int, float)):
-        return [policy["min_utility_ratio"] * source_r]
-    bound = policy.get("max_abs_privleak")
-    if key == "privleak" and isinstance(bound, (int, float)) and bound <= 110:
-        return [-bound, bound]
-    return []
+def _thresholds(metric: Metric, policy: dict[str, Any], rows: dict[str, Any]) -> list[float]:
+    """Where the gate's bound on the shipped model lies on this metric's axis (the registry's Bound)."""
+    bound = metric.bound
+    limit = policy.get(bound.threshold) if bound else None
+    if not isinstance(limit, (int, float)):
+        return []
+    if bound.kind == "max":
+        return [limit]
+    if bound.kind == "abs_max":
+        return [-limit, limit] if limit <= 110 else []  # a bound beyond the axis bounds nothing
+    source = (rows.get("source") or {}).get(metric.key)
+    return [limit * source] if isinstance(source, (int, float)) else []
 
 
 def sustainability_chart(request_id: str, own: dict[str, Any], later: list[dict[str, Any]], policy: dict[str, Any]) -> str:

@@ -29,6 +29,7 @@ CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrom
 CHROMIUM_FLAGS = ("--headless", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                   "--no-first-run", "--disable-sync", "--no-default-browser-check")
 PDF_TIMEOUT_S = 120
+# The gate's checks in plain words; a check of a metric registered later keeps its name.
 CHECK_LABELS = {
     "verbmem_f": "Verbatim overlap with the requested texts",
     "knowmem_f": "Correct answers about the requested data",
@@ -38,9 +39,17 @@ CHECK_LABELS = {
     "quantization_gap.knowmem_f": "4-bit gap: correct answers",
     "quantization_gap.privleak": "4-bit gap: privacy leakage",
 }
-METRIC_LABELS = {"verbmem_f": "Verbatim overlap (VerbMem)", "knowmem_f": "Answers about requested data (KnowMem forget)",
-                 "knowmem_r": "Answers about data to keep (KnowMem retain)", "privleak": "Privacy leakage (PrivLeak)", "auc": "Membership AUC (PrivLeak's basis)",
-                 "served_model": "Model name the endpoint serves"}
+# Plain names for MUSE's metrics (the registry's technical label in brackets); others keep their registry name.
+PLAIN_LABELS = {"verbmem_f": "Verbatim overlap", "knowmem_f": "Answers about requested data", "knowmem_r": "Answers about data to keep",
+                "privleak": "Privacy leakage"}
+OTHER_LABELS = {"auc": "Membership AUC (PrivLeak's basis)", "served_model": "Model name the endpoint serves"}
+
+
+def metric_labels() -> dict[str, str]:
+    from ..metrics import METRICS
+
+    labels = {key: f"{PLAIN_LABELS[key]} ({metric.label})" if key in PLAIN_LABELS else metric.name for key, metric in METRICS.items()}
+    return {**labels, **OTHER_LABELS}
 
 
 def render_html(report: RequestReport) -> str:
@@ -65,9 +74,28 @@ def context(report: RequestReport) -> dict[str, Any]:
     return {
         "r": report, "request": report.request, "audit": report.audit, "lineage": report.lineage, "evidence": evidence,
         "later": report.later_versions, "endpoints": report.endpoint_checks, "summary": summarise(report), "limits": limits(report),
-        "charts": charts, "roles": ROLES, "role_labels": ROLE_LABELS, "metrics": METRICS, "metric_labels": METRIC_LABELS,
+        "limit_texts": limit_texts(evidence["policy"] if evidence else {}),
+        "charts": charts, "roles": ROLES, "role_labels": ROLE_LABELS, "metrics": METRICS, "metric_labels": metric_labels(),
         "legal_bases": LEGAL_BASES, "version": __version__,
     }
+
+
+def limit_texts(policy: dict[str, Any]) -> dict[str, str]:
+    """Each metric's gate limit on the shipped model, in words (from its Bound in the registry)."""
+    from ..metrics import METRICS
+
+    texts = {}
+    for key, metric in METRICS.items():
+        limit = policy.get(metric.bound.threshold) if metric.bound else None
+        if not isinstance(limit, (int, float)):
+            texts[key] = ""
+        elif metric.bound.kind == "max":
+            texts[key] = f"≤ {num(limit)}"
+        elif metric.bound.kind == "abs_max":
+            texts[key] = f"within ±{num(limit, 0)}"
+        else:
+            texts[key] = f"≥ {num(limit * 100, 0)}% of original"
+    return texts
 
 
 def _inherited_values(version: dict[str, Any]) -> dict[str, Any]:
