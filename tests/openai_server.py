@@ -16,6 +16,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 128  # the default 5 refuses connections when a client opens 16 at once
+    daemon_threads = True
+
+
 class CompletionServer:
     def __init__(self, model_dir: Path, served_name: str, *, api_key: str | None = None, logprobs: bool = True, delay_s: float = 0.05):
         from unlearnops.modeling import load_causal_lm
@@ -26,8 +31,7 @@ class CompletionServer:
         self.in_flight = self.max_in_flight = self.requests = 0
         self.prompts: list[list[int]] = []
         self._count, self._model_lock = threading.Lock(), threading.Lock()
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.httpd.daemon_threads = True
+        self.httpd = _Server(("127.0.0.1", 0), self._handler())
         self.port = self.httpd.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)

@@ -92,7 +92,7 @@ def test_another_model_under_the_same_served_name_is_a_mismatch(env, cli):
     served = f"{env.name}/{env.version}"
     with CompletionServer(env.bench / "target", served, api_key=KEY) as server, deployed(env, server):
         result = cli("verify-endpoint", "--url", server.url, "--api-key", KEY, "--json")
-    assert result.exit_code == 1, result.stderr
+    assert result.exit_code == 1 and result.stdout, result.stderr
     document = json.loads(result.stdout)
     assert not document["passed"] and document["event"] == audit.ENDPOINT_MISMATCH
     failed = {check["name"] for check in document["checks"] if check["status"] == "failed"}

@@ -119,7 +119,8 @@ def test_the_report_renders_in_headless_chromium_as_a_person_sees_it(env, verifi
                                "scheme: i.src.split(':')[0]}))")
         overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
         gate = page.evaluate("document.getElementById('gate-result').innerText")
-    assert FIRST in page.evaluate("document.title") and f"request {FIRST}" in visible
+        title = page.evaluate("document.title")
+    assert FIRST in title and f"request {FIRST}" in visible
     assert gate == "PASSED" and "Live endpoint: VERIFIED" in visible.replace("\n", " ")
     assert {image["id"] for image in images} == {"chart-evidence", "chart-sustainability"}
     assert all(image["complete"] and image["width"] > 300 and image["scheme"] == "data" for image in images), images

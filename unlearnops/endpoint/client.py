@@ -24,6 +24,7 @@ from ..errors import UnlearnopsError
 
 DEFAULT_CONCURRENCY = 16
 DEFAULT_TIMEOUT_S = 300.0
+CONNECT_RETRIES = 3
 NO_PROMPT_LOGPROBS = (
     "this server cannot measure PrivLeak: pass --skip privleak to verify the rest, or verify a vLLM replica of the same version"
 )
@@ -76,7 +77,9 @@ class OpenAIEndpoint:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
         # trust_env=False: a proxy from the environment must not see (or reroute) the key and the prompts.
-        self._http = httpx.Client(headers=headers, timeout=timeout_s, limits=limits, trust_env=False)
+        # retries: a connection refused or reset before any byte was sent (a busy server's full backlog) is tried again.
+        self._http = httpx.Client(headers=headers, timeout=timeout_s, trust_env=False,
+                                  transport=httpx.HTTPTransport(retries=CONNECT_RETRIES, limits=limits))
         self._lock = threading.Lock()
         self.requests_sent = 0
 

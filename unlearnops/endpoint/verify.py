@@ -115,6 +115,8 @@ def verify_endpoint(
         if name not in SKIPPABLE:
             raise UnlearnopsError(f"--skip {name}: not a metric; choose from {', '.join(SKIPPABLE)}", exit_code=2)
     records = target.verified_records(workspace)
+    if deployment_id:  # the log alone answers: refuse a stopped or unknown deployment before calling the server
+        target.find_deployment(records, url, [], deployment_id)
     with OpenAIEndpoint(url, api_key=api_key, concurrency=concurrency) as endpoint:
         listed = endpoint.models()
         served_ids = [str(item.get("id")) for item in listed]
