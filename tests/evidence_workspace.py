@@ -3,7 +3,8 @@
 Two forget requests on the tiny bench through `pipelines/ci.yaml` (the real pipeline: validation,
 unlearning, quantization, evaluation, gate, registration in MLflow on sqlite, the audit log):
 `dsr-test-0001` makes version 2 of the bench model, which is promoted; `dsr-test-0002` is made
-from version 2 and so also satisfies `dsr-test-0001` (version 3, a later version that re-checked it).
+from version 2 and so also satisfies `dsr-test-0001` (version 3, a later version that re-checked it);
+`dsr-test-0003` asks for a VerbMem limit of 1, which the gate refuses: nothing is registered for it.
 Tests copy nothing they change back: the ones that tamper work on copies or restore what they touched.
 """
 
@@ -20,7 +21,7 @@ from filelock import FileLock
 from helpers import write_bench_request
 
 REPO = Path(__file__).resolve().parents[1]
-FIRST, SECOND = "dsr-test-0001", "dsr-test-0002"
+FIRST, SECOND, REFUSED = "dsr-test-0001", "dsr-test-0002", "dsr-test-0003"
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,12 @@ def _build(home: Path, tiny_bench: Path) -> None:
         second = write_bench_request(home / "requests" / "second.json", SECOND, model=f"models:/{name}/{version}")
         later = run_request(second, REPO / "pipelines" / "ci.yaml", workspace, show_progress=False)
         assert later.passed, later.failures
+        # a request whose own (tighter) limit the model cannot meet: the gate fails, nothing is registered
+        refused = write_bench_request(home / "requests" / "refused.json", REFUSED)
+        document = json.loads(refused.read_text())
+        document["policy_overrides"] = {"max_verbmem_f": 1.0}
+        refused.write_text(json.dumps(document))
+        assert not run_request(refused, REPO / "pipelines" / "ci.yaml", workspace, show_progress=False).passed
         registered = registry.resolve(f"{name}/{version}", tracking_uri=workspace.tracking_uri).download(home / "registered")
         (home / "built.json").write_text(json.dumps({
             "request_file": str(first), "name": name, "version": version, "later_version": str(later.version["version"]),

@@ -17,7 +17,7 @@ import sys
 
 import pytest
 
-from evidence_workspace import FIRST, SECOND, evidence_workspace
+from evidence_workspace import FIRST, REFUSED, evidence_workspace
 from unlearnops import audit, serve
 from unlearnops.report import find_chromium
 
@@ -158,6 +158,18 @@ def test_the_pdf_is_the_same_page_printed(env, cli, tmp_path):
     assert data.startswith(b"%PDF-") and data.rstrip().endswith(b"%%EOF")
     assert len(re.findall(rb"/Type\s*/Page\b", data)) >= 2  # the whole page, printed on A4/Letter pages
     assert json.loads(result.stdout)["pdf"] == str(pdf)
+
+
+def test_a_request_whose_gate_failed_shows_the_failed_gate_and_nothing_registered(env, cli, tmp_path):
+    out = tmp_path / "report.html"
+    result = cli("report", "--request", REFUSED, "--out", out, "--json")
+    assert result.exit_code == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["gate_passed"] is False and document["status"] == "pending"
+    assert any("its release gate did not pass" in problem for problem in document["problems"])
+    html = out.read_text()
+    assert "FAILED" in html and "not registered" in html
+    assert "at most 1.0" in html  # the request's own, tighter limit is the one shown
 
 
 def test_a_request_file_that_is_not_the_one_received_is_refused(env, cli, tmp_path):

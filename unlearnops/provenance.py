@@ -53,7 +53,7 @@ class VersionEvidence:
 
     @property
     def ref(self) -> str:
-        return f"{self.name}/{self.version}"
+        return f"{self.name}/{self.version}" if self.name else f"pipeline run {self.run_id} (not registered)"
 
     @property
     def request_ids(self) -> list[str]:
@@ -142,6 +142,14 @@ def version_evidence(name: str, version: str, *, uri: str, records: list[dict]) 
         evidence.evaluations = registered_evaluations(run_id, uri=uri)
     else:
         evidence.gate_problem = "no pipeline run is recorded for this version (a registered baseline has no gate report)"
+    return evidence
+
+
+def run_evidence(run_id: str, *, uri: str, records: list[dict]) -> VersionEvidence:
+    """A pipeline run that registered nothing (its gate failed): its attested gate report and evaluations."""
+    evidence = VersionEvidence("", "", run_id, None)
+    attach_gate_report(evidence, uri=uri, records=records)
+    evidence.evaluations = registered_evaluations(run_id, uri=uri)
     return evidence
 
 

@@ -73,12 +73,15 @@ def collect(workspace: Workspace, request_id: str, *, request_file: Path | None 
     uri = provenance.tracking_uri(workspace)
     problems: list[str] = []
     own = _own_version(records, request_id, uri)
-    request = _request(records, received, request_id, own, uri, request_file, now or datetime.now(timezone.utc), problems)
-    lineage = _lineage(records, own, uri) if own else {"source": None, "version": None, "deployments": [], "other_versions": []}
-    evidence = _evidence(own, workspace, problems) if own else None
+    # Nothing registered: the last gate that decided on this request (a failed one) is still the evidence.
+    gated = own or _last_gated_run(records, request_id, uri)
+    request = _request(records, received, request_id, gated, uri, request_file, now or datetime.now(timezone.utc), problems)
+    lineage = _lineage(records, own, uri) if own else {"source": None, "version": None, "deployments": []}
+    evidence = _evidence(gated, workspace, request.get("forget_source"), problems) if gated else None
     later = _later_versions(records, request_id, own, uri) if own else []
     if own is None:
-        problems.append("no version has been registered for this request yet: there is no evidence to show")
+        problems.append("no version has been registered for this request" + (
+            ": its release gate did not pass" if evidence and not evidence["gate"]["passed"] else " yet"))
     return RequestReport(
         request=request, audit=_audit_summary(verification), lineage=lineage, evidence=evidence, later_versions=later,
         endpoint_checks=_endpoint_checks(records, request_id, workspace, problems), generated_at=audit.utc_now(),
@@ -119,6 +122,7 @@ def _request(records: list[dict], received: list[dict], request_id: str, own: pr
         "requester": None,
         "requester_contact": None,
         "request_file_checked": False,
+        "forget_source": ((digest or {}).get("sources") or {}).get("forget"),  # e.g. "bench:tiny", "corpus", "files"
     }
     if request_file is not None:
         info.update(_from_request_file(request_file, info["request_sha256"], request_id))
@@ -185,6 +189,12 @@ def _own_version(records: list[dict], request_id: str, uri: str) -> provenance.V
     return provenance.version_evidence(str(fields["name"]), str(fields["version"]), uri=uri, records=records)
 
 
+def _last_gated_run(records: list[dict], request_id: str, uri: str) -> provenance.VersionEvidence | None:
+    gates = [r for r in records if r["event"] == audit.GATE_DECIDED and request_id in audit.request_ids_of(r["fields"])
+             and r["fields"].get("run_id")]
+    return provenance.run_evidence(gates[-1]["fields"]["run_id"], uri=uri, records=records) if gates else None
+
+
 def _lineage(records: list[dict], own: provenance.VersionEvidence, uri: str) -> dict[str, Any]:
     registered = provenance.registrations(records)
     source = own.source_version
@@ -209,18 +219,20 @@ def _lineage(records: list[dict], own: provenance.VersionEvidence, uri: str) -> 
 
 
 # ---- the evidence ----------------------------------------------------------------------------------
-def _evidence(own: provenance.VersionEvidence, workspace: Workspace, problems: list[str]) -> dict[str, Any] | None:
+def _evidence(own: provenance.VersionEvidence, workspace: Workspace, forget_source: str | None,
+              problems: list[str]) -> dict[str, Any] | None:
     report = own.gate_report
     if report is None:
         problems.append(f"the gate report of {own.ref} cannot be shown: {own.gate_problem}")
         return None
     metrics = report.get("metrics") or {}
     rows = {role: _row(metrics.get(role)) for role in ("source", "full_precision", "quantized")}
-    rows["retrain"] = _retrain_row(own, problems)
+    rows["retrain"] = _retrain_row(own, workspace, forget_source, problems)
     evaluation = own.evaluations.get("quantized") or {}
     checks = report.get("checks") or []
     return {
         "version": own.ref,
+        "registered": bool(own.name),
         "gate": {"passed": bool(report.get("passed")), "decision": report.get("decision"), "checks": checks,
                  "report_sha256": own.gate_report_sha256},
         "policy": report.get("policy") or {},
@@ -240,13 +252,20 @@ def _row(values: dict[str, Any] | None) -> dict[str, Any] | None:
     return {key: values.get(key) for key in (*METRICS, "auc")}
 
 
-def _retrain_row(own: provenance.VersionEvidence, problems: list[str]) -> dict[str, Any] | None:
+def _retrain_row(own: provenance.VersionEvidence, workspace: Workspace, forget_source: str | None,
+                 problems: list[str]) -> dict[str, Any] | None:
     """The never-trained reference: the bench's retrain model, recorded in its bench.json beside the corpus."""
     from ..bench import recorded_metrics
 
     request_id = own.own_request
     corpus, _ = provenance.forget_corpus(own.tags, request_id) if request_id else (None, None)
-    recorded = recorded_metrics(corpus.parent, "retrain") if corpus is not None and corpus.parent.is_dir() else {}
+    if corpus is not None:
+        bench = corpus.parent
+    elif (forget_source or "").startswith("bench:"):  # not registered: the request digest names the bench
+        bench = workspace.bench_dir(forget_source.split(":", 1)[1])
+    else:
+        bench = None
+    recorded = recorded_metrics(bench, "retrain") if bench is not None and bench.is_dir() else {}
     if not recorded:
         problems.append("no retrain reference model is recorded for this corpus (only the embedded bench has one): "
                         "the 'never trained' row shows only the reference AUC PrivLeak is measured against")

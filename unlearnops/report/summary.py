@@ -92,8 +92,9 @@ def _evidence_sentences(evidence: dict[str, Any]) -> list[Sentence]:
     checks = {check["name"]: check for check in evidence["gate"]["checks"]}
     sentences = []
     gate = evidence["gate"]
+    model = "the model that ships (4-bit)" if evidence.get("registered", True) else "the 4-bit model made for it, so nothing was registered or served"
     sentences.append(Sentence(
-        f"The release gate {'PASSED' if gate['passed'] else 'FAILED'} on the model that ships (4-bit): "
+        f"The release gate {'PASSED' if gate['passed'] else 'FAILED'} on {model}: "
         f"{sum(c['status'] == 'passed' for c in checks.values())} of {len(checks)} checks passed"
         + (f", {sum(c['status'] == 'skipped' for c in checks.values())} were not checked" if any(c["status"] == "skipped" for c in checks.values()) else "")
         + ".", "ok" if gate["passed"] else "bad"))
