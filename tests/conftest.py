@@ -13,6 +13,18 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
+# The audit log's signing key and witness live outside every workspace (docs/audit.md): each test
+# session gets a throwaway pair, never the user's own (~/.config, ~/.local/state).
+import atexit
+import shutil
+import tempfile
+
+_AUDIT_SECRETS = tempfile.mkdtemp(prefix="unlearnops-test-audit-")
+atexit.register(shutil.rmtree, _AUDIT_SECRETS, True)
+os.environ["UNLEARNOPS_AUDIT_KEY"] = os.path.join(_AUDIT_SECRETS, "key", "audit-signing-key.pem")
+os.environ["UNLEARNOPS_AUDIT_WITNESS"] = os.path.join(_AUDIT_SECRETS, "witness")
+os.environ.pop("UNLEARNOPS_AUDIT_PUBLIC_KEY", None)
+
 from dataclasses import dataclass
 from pathlib import Path
 

@@ -53,6 +53,7 @@ def evidence_workspace(tmp_path_factory, tiny_bench: Path) -> EvidenceWorkspace:
 
 def _build(home: Path, tiny_bench: Path) -> None:
     from unlearnops import registry
+    from unlearnops.evidence import Evidence
     from unlearnops.pipeline import run_request
     from unlearnops.workspace import Workspace
 
@@ -69,7 +70,7 @@ def _build(home: Path, tiny_bench: Path) -> None:
         made = run_request(first, REPO / "pipelines" / "ci.yaml", workspace, show_progress=False)
         assert made.passed, made.failures
         name, version = made.version["name"], str(made.version["version"])
-        registry.promote(f"{name}/{version}", tracking_uri=workspace.tracking_uri, audit=_audit(workspace))
+        Evidence(workspace).promote(f"{name}/{version}")
         second = write_bench_request(home / "requests" / "second.json", SECOND, model=f"models:/{name}/{version}")
         later = run_request(second, REPO / "pipelines" / "ci.yaml", workspace, show_progress=False)
         assert later.passed, later.failures
@@ -86,9 +87,3 @@ def _build(home: Path, tiny_bench: Path) -> None:
     finally:
         if previous is not None:
             os.environ["MLFLOW_TRACKING_URI"] = previous
-
-
-def _audit(workspace):
-    from unlearnops.audit import AuditLog
-
-    return AuditLog(workspace.audit_log)

@@ -22,6 +22,8 @@ import pytest
 from helpers import package_with_metric, write_bench_request
 from unlearnops import registry
 from unlearnops.audit import AuditLog
+from unlearnops.evidence import Evidence
+from unlearnops.fileio import sha256_file
 from unlearnops.pipeline import run_lock, run_request
 from unlearnops.workspace import Workspace
 
@@ -74,16 +76,20 @@ def test_pass_path_registers_one_candidate_with_its_evidence(env):
     assert tags[registry.TAG_QUANT_SCHEME] == "rtn-w4a16"
     assert tags[registry.TAG_METHOD] == "ga+gdr/lora"
     assert float(tags["unlearnops.metric.q.verbmem_f"]) == pytest.approx(summary.metrics["q.verbmem_f"], abs=1e-3)
-    assert unlearned.request_records()[FIRST]["forget_corpus"] == str(env["ws"].bench_dir("tiny") / "corpus")
+    # The request's data: the content hash of its validated snapshot and where a workspace keeps it (no local path).
+    snapshot = unlearned.request_records()[FIRST]
+    assert snapshot["location"] == f"data/{snapshot['corpus_sha256']}" and (env["ws"].root / snapshot["location"] / "corpus").is_dir()
     # The registered artifact is the quantized model, byte for byte what was gated.
     downloaded = unlearned.download(env["root"] / "download")
     assert json.loads((downloaded / "config.json").read_text())["quantization_config"]
     assert registry.sha256_tree(downloaded) == tags[registry.TAG_MODEL_SHA]
-    # The audit log anchors the version and verifies against the registry.
+    # The signed registration record vouches for the version, and registry and log agree both ways.
     audit = AuditLog(env["ws"].audit_log)
     registered = [r for r in audit.records() if r["event"] == "version.registered" and r["fields"]["version"] == 2]
     assert tags[registry.TAG_AUDIT_HEAD] == registered[0]["hash"]
-    assert audit.verify(env["uri"]).ok
+    assert registered[0]["fields"]["model_sha256"] == tags[registry.TAG_MODEL_SHA]
+    assert registered[0]["fields"]["gate_report_sha256"] == sha256_file(Path(summary.reports_dir) / "gate.json")
+    assert Evidence(env["ws"]).verify().ok
     # Registered but not deployed: the request is pending, aged against its deadline.
     pending = {entry["request_id"]: entry for entry in audit.status()["pending"]}
     assert pending[FIRST]["deadline"].startswith("2026-12-02T09:30:00")

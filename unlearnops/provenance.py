@@ -5,7 +5,8 @@ from data the pipeline already keeps, and every document is checked against the 
 that attests it before it is believed:
 
 - the gate report: the parent run's `gate/gate.json` artifact, whose sha256 must be the
-  `gate_report_sha256` of a `gate.decided` audit record of the same run;
+  `gate_report_sha256` of the version's signed registration record (for a run that registered
+  nothing, of a `gate.decided` record of that run);
 - the registered evaluations: the `metrics.json` artifact of each `evaluate:<role>` child run
   (settings, sample sizes, notes), whose values must equal the attested gate report's;
 - the request's legal record: the parent run's `requests/<id>.json` digest (ids and hashes), whose
@@ -13,8 +14,8 @@ that attests it before it is believed:
 - the lineage: `version.registered`, `alias.moved`, `deployment.*` records, and the registry
   versions they name.
 
-These are the seams that change when the audit log is signed and the registry is checked against
-it (issue 13): each is one small function here.
+- the forget corpus a version was evaluated on: the validated data snapshot its registration
+  record names by hash (`evidence.Evidence.validated_data`, re-checked).
 """
 
 from __future__ import annotations
@@ -64,8 +65,8 @@ class VersionEvidence:
 
     @property
     def own_request(self) -> str | None:
-        """The request this version was made for (the others it inherits from its source)."""
-        ids = registry.RegisteredVersion(self.name, self.version, self.tags, [], "").request_ids
+        """The request this version was made for: the last it lists (the others it inherits from its source)."""
+        ids = (self.registered or {}).get("request_ids") or registry.RegisteredVersion(self.name, self.version, self.tags, [], "").request_ids
         return ids[-1] if ids else None
 
     @property
@@ -82,16 +83,12 @@ def tracking_uri(workspace: Workspace) -> str:
     return registry.tracking_uri_for(workspace)
 
 
-def registry_exists(uri: str) -> bool:
-    return not uri.startswith("sqlite:///") or Path(uri.removeprefix("sqlite:///")).exists()
-
-
 def verify_log(workspace: Workspace) -> dict[str, Any]:
-    """Whether the audit log and its anchors verify, as a document (ok, reason, checked, head)."""
-    log = audit_log(workspace)
-    uri = tracking_uri(workspace)
+    """Whether the audit log verifies (records, signatures, witness) and agrees with the registry, as a document."""
+    from .evidence import Evidence
+
     try:
-        result = log.verify(uri if registry_exists(uri) else None)
+        result = Evidence(workspace).verify()
     except UnlearnopsError as err:
         return {"ok": False, "first_bad_seq": None, "reason": str(err), "checked": 0, "head_hash": None, "versions_checked": 0}
     return result.to_dict()
@@ -160,8 +157,11 @@ def attach_gate_report(evidence: VersionEvidence, *, uri: str, records: list[dic
         evidence.gate_problem = f"run {evidence.run_id} has no {GATE_REPORT_ARTIFACT} artifact"
         return
     document, digest = found
-    attested = [r for r in gate_records(records, evidence.run_id) if r.get("gate_report_sha256") == digest]
-    if not attested:
+    # The registration record binds the version to its gate report; a run that registered nothing
+    # has only its gate.decided records.
+    registered = (evidence.registered or {}).get("gate_report_sha256")
+    attested = [registered] if registered else [r.get("gate_report_sha256") for r in gate_records(records, evidence.run_id)]
+    if digest not in attested:
         evidence.gate_problem = (
             f"the registry's {GATE_REPORT_ARTIFACT} of run {evidence.run_id} (sha256 {digest[:12]}...) is not the one the audit "
             "log's gate.decided record attests: it was altered or replaced"
@@ -202,11 +202,18 @@ def request_digest(uri: str, run_id: str, request_id: str, records: list[dict]) 
     return digest
 
 
-def forget_corpus(tags: dict[str, str], request_id: str) -> tuple[Path | None, str | None]:
-    """(the directory of a request's forget corpus, its sha256) as the version recorded them."""
-    record = registry.RegisteredVersion("", "", tags, [], "").request_records().get(request_id) or {}
-    corpus = record.get("forget_corpus")
-    return (Path(corpus) if corpus else None), record.get("corpus_sha256")
+def forget_corpus(workspace: Workspace, records: list[dict], name: str, version: str, request_id: str) -> tuple[Path | None, str | None]:
+    """(the forget corpus of a request a version satisfies, or None; why not): the validated data snapshot
+    its signed registration record names, re-checked against that hash (evidence.snapshot)."""
+    from .evidence import Evidence, Registration
+
+    found = [r for r in records if r["event"] == audit.VERSION_REGISTERED and (str(r["fields"]["name"]), str(r["fields"]["version"])) == (name, str(version))]
+    if not found:
+        return None, f"{name}/{version} has no registration record"
+    for found_id, taken, problem in Evidence(workspace).validated_data(Registration.of(found[-1])):
+        if found_id == request_id:
+            return (taken.corpus if taken else None), problem
+    return None, f"{name}/{version} does not satisfy request {request_id}"
 
 
 def download_json(uri: str, run_id: str, artifact: str) -> tuple[Any, str] | None:

@@ -6,31 +6,37 @@ pipeline's parent run and registered with `MlflowClient.create_model_version(sou
 `mlflow.register_model("runs:/<run>/model")` does not work in MLflow 3.17 for plain artifacts:
 it looks for a LoggedModel, fails, and leaves an empty registered model behind (measured).
 
-Tags on every version (one home: the TAG_* constants below):
+Tags on every version (one home: the TAG_* constants and `version_tags`, the one builder):
   unlearnops.request_ids        JSON list, cumulative over the lineage (source's ids + this one)
-  unlearnops.request.<id>       JSON {"forget_corpus": dir, "corpus_sha256": hash}: where each
-                                inherited request's forget set lives, so the gate can re-check it
+  unlearnops.request.<id>       JSON {"corpus_sha256", "location"}: the content hash of the request's
+                                validated data and where a workspace keeps it (workspace-relative),
+                                meaningful in a shared registry
   unlearnops.source_version     "NAME/VERSION" of the model that was unlearned
   unlearnops.gate               "passed" / "failed"; unlearnops.metric.<key> the gated metrics
   unlearnops.model_sha256       fileio.sha256_tree of the quantized directory (checked on download)
   unlearnops.fp_model_sha256    the same for the run's `fp_model/` artifact: the merged full-precision
-                                weights a later request unlearns from (a 4-bit model cannot be
-                                trained precisely; the baseline source has none, it is full precision)
-  unlearnops.run_key            the pipeline's content key: registering twice is a no-op
-  unlearnops.audit_head         hash of this version's `version.registered` audit record
+                                weights a later request unlearns from
+  unlearnops.run_key            the content key of what was registered: registering twice is a no-op
+  unlearnops.audit_head         hash of this version's signed `version.registered` audit record
   unlearnops.role               "source" for a registered baseline, "unlearned" otherwise
   unlearnops.registered_alias   the alias it got at registration (set last: registration complete)
 
-Order of a registration (each step idempotent, so a rerun after a crash completes it):
-create the version with every tag above except audit_head -> append `version.registered` to the
-audit log -> tag audit_head with that record's hash -> move the alias -> append `alias.moved`
--> tag registered_alias.
+Tags are for people and tools browsing MLflow; they are editable by anyone with write access to
+the registry, so no decision reads them. `unlearnops.evidence` takes the gate decision, the model
+hash and the requests from the signed registration record, and its `verify` names every tag,
+version or alias that disagrees with the log. This module is MLflow only: it never writes the
+audit log (data flows one way: evidence -> registry, evidence -> audit).
+
+The registry's identity (tags of the `unlearnops` experiment: a random registry id, the audit
+log's id, public key and fingerprint, and its latest signed checkpoint) lets the evidence layer
+refuse a tracking URI that points at another registry than the one the log was written with.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -150,61 +156,63 @@ class RegisteredVersion:
 
     @property
     def gate_passed(self) -> bool:
+        """What the gate TAG says (display only: decisions read the signed record, evidence.registration)."""
         return self.tags.get(TAG_GATE) == "passed"
 
     @property
     def request_ids(self) -> list[str]:
-        return json.loads(self.tags.get(TAG_REQUEST_IDS) or "[]")
+        """The request-ids tag, or [] when it is malformed (tag_problems() says so)."""
+        value = _json_tag(self.tags.get(TAG_REQUEST_IDS) or "[]")
+        return value if isinstance(value, list) and all(isinstance(item, str) for item in value) else []
 
     @property
     def ref(self) -> str:
         return f"models:/{self.name}/{self.version}"
 
     def request_records(self) -> dict[str, dict[str, Any]]:
-        """request id -> {"forget_corpus", "corpus_sha256"} for every request this version satisfies."""
-        return {
-            key[len(TAG_REQUEST_PREFIX) :]: json.loads(value)
-            for key, value in self.tags.items()
-            if key.startswith(TAG_REQUEST_PREFIX)
-        }
-
-    def forget_sets(self) -> list[tuple[str, Path | None, str | None]]:
-        """(request id, forget corpus dir, problem) for every request this version satisfies.
-
-        The problem names why the set cannot be re-checked (not recorded, gone, or changed since
-        registration, by its sha256); the gate fails such a request rather than skip it.
-        """
-        records = self.request_records()
-        found = []
-        for request_id in self.request_ids:
-            record = records.get(request_id)
-            corpus = Path(record["forget_corpus"]) if record else None
-            problem = None
-            if corpus is None:
-                problem = f"{self.ref} records no forget corpus for request {request_id}"
-            elif not corpus.is_dir():
-                problem = f"forget corpus {corpus} of request {request_id} is gone; restore it to re-check the request"
-            elif (digest := sha256_tree(corpus)) != record.get("corpus_sha256"):
-                problem = f"forget corpus {corpus} of request {request_id} changed since registration (sha256 {digest[:12]}...)"
-            found.append((request_id, None if problem else corpus, problem))
-        return found
+        """request id -> {"corpus_sha256", "location"} from the per-request tags (malformed ones left out)."""
+        records = {}
+        for key, value in self.tags.items():
+            if key.startswith(TAG_REQUEST_PREFIX) and isinstance(parsed := _json_tag(value), dict):
+                records[key[len(TAG_REQUEST_PREFIX) :]] = parsed
+        return records
 
     def metrics(self) -> dict[str, float]:
-        return {key[len(TAG_METRIC_PREFIX) :]: float(value) for key, value in self.tags.items() if key.startswith(TAG_METRIC_PREFIX)}
+        """The metric tags that are numbers (tag_problems() names the others)."""
+        found = {}
+        for key, value in self.tags.items():
+            if key.startswith(TAG_METRIC_PREFIX) and (number := _number_tag(value)) is not None:
+                found[key[len(TAG_METRIC_PREFIX) :]] = number
+        return found
 
-    def download(self, dst: Path | str) -> Path:
-        """Download the quantized model directory into `dst`; verify it against its sha256 tag."""
+    def tag_problems(self) -> list[str]:
+        """Tags that cannot be read: a registry inconsistency to report, never a crash."""
+        problems = []
+        ids = _json_tag(self.tags.get(TAG_REQUEST_IDS) or "[]")
+        if not (isinstance(ids, list) and all(isinstance(item, str) for item in ids)):
+            problems.append(f"tag {TAG_REQUEST_IDS} is not a JSON list of request ids")
+        for key, value in sorted(self.tags.items()):
+            if key.startswith(TAG_METRIC_PREFIX) and _number_tag(value) is None:
+                problems.append(f"tag {key} is not a number")
+            elif key.startswith(TAG_REQUEST_PREFIX) and not isinstance(_json_tag(value), dict):
+                problems.append(f"tag {key} is not a JSON object")
+        return problems
+
+    def download(self, dst: Path | str, expected_sha256: str | None = None) -> Path:
+        """Download the quantized model directory into `dst`; verify it against `expected_sha256`
+        (the signed registration record's model hash; the tag when not given)."""
         location = client(self.tracking_uri).get_model_version_download_uri(self.name, self.version)
-        return self._fetch(location, dst, self.tags.get(TAG_MODEL_SHA))
+        return self._fetch(location, dst, expected_sha256 or self.tags.get(TAG_MODEL_SHA))
 
-    def download_full_precision(self, dst: Path | str) -> Path:
-        """The full-precision weights to unlearn from: the `fp_model/` artifact, or the model itself for a baseline."""
+    def download_full_precision(self, dst: Path | str, expected_sha256: str | None = None) -> Path:
+        """The full-precision weights to unlearn from: the `fp_model/` artifact, or the model itself
+        for a baseline; checked against `expected_sha256` (the signed record's; the tags when not given)."""
         if TAG_FP_SHA not in self.tags:
-            return self.download(dst)
+            return self.download(dst, expected_sha256)
         run_id = self.source.split("/")[1] if self.source.startswith("runs:/") else None
         if run_id is None:
             raise UnlearnopsError(f"{self.ref}: its source {self.source} is not a run; cannot find its full-precision weights")
-        return self._fetch(f"runs:/{run_id}/{FULL_PRECISION_ARTIFACT}", dst, self.tags[TAG_FP_SHA])
+        return self._fetch(f"runs:/{run_id}/{FULL_PRECISION_ARTIFACT}", dst, expected_sha256 or self.tags[TAG_FP_SHA])
 
     def _fetch(self, location: str, dst: Path | str, expected: str | None) -> Path:
         # The version's own location (runs:/... or a store URI): models:/ would need the
@@ -218,8 +226,11 @@ class RegisteredVersion:
             path = Path(mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=str(dst), tracking_uri=self.tracking_uri))
         except Exception as err:
             raise UnlearnopsError(f"{self.ref}: cannot download its artifacts ({error_summary(err)})") from None
-        if expected and sha256_tree(path) != expected:
-            raise UnlearnopsError(f"{self.ref}: downloaded files do not match the registered sha256 tag; the artifact store was altered")
+        if expected and (found := sha256_tree(path)) != expected:
+            raise UnlearnopsError(
+                f"{self.ref}: the registry's files hash to {found[:12]}..., not the registered {expected[:12]}...; "
+                "refusing them (the artifact store was altered); restore the artifact or register the model again"
+            )
         return path
 
     def to_dict(self) -> dict[str, Any]:
@@ -234,7 +245,23 @@ class RegisteredVersion:
             "role": self.tags.get(TAG_ROLE),
             "metrics": self.metrics(),
             "tags": self.tags,
+            "problems": self.tag_problems(),
         }
+
+
+def _json_tag(value: str) -> Any:
+    try:
+        return json.loads(value)
+    except ValueError:  # invalid JSON, or an integer beyond 4,300 digits
+        return None
+
+
+def _number_tag(value: str) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _from_mlflow(model_version, tracking_uri: str, aliases: list[str] | None = None) -> RegisteredVersion:
@@ -284,8 +311,7 @@ def _aliases_of(mlflow_client, name: str, version: str) -> list[str]:
 def list_versions(name: str | None = None, *, tracking_uri: str) -> list[RegisteredVersion]:
     """Every version (of `name`, or of every model), newest first within a model."""
     mlflow_client = client(tracking_uri)
-    filter_string = f"name = '{_quote(name)}'" if name else None
-    found = list(mlflow_client.search_model_versions(filter_string, max_results=1000))
+    found = _search_all(mlflow_client, f"name = '{_quote(name)}'" if name else None)
     if name and not found:
         raise UnlearnopsError(f"model '{name}': no versions in the registry at {redact(tracking_uri)}; list all with `unlearnops models`")
     alias_maps = {model: mlflow_client.get_registered_model(model).aliases or {} for model in {v.name for v in found}}
@@ -293,6 +319,17 @@ def list_versions(name: str | None = None, *, tracking_uri: str) -> list[Registe
         _from_mlflow(v, tracking_uri, [a for a, t in alias_maps[v.name].items() if str(t) == str(v.version)]) for v in found
     ]
     return sorted(versions, key=lambda v: (v.name, -int(v.version)))
+
+
+def _search_all(mlflow_client, filter_string: str | None) -> list:
+    """Every matching model version, page after page (a registry can hold more than one page)."""
+    found, page_token = [], None
+    while True:
+        page = mlflow_client.search_model_versions(filter_string, max_results=1000, page_token=page_token)
+        found.extend(page)
+        page_token = page.token
+        if not page_token:
+            return found
 
 
 def _quote(value: str) -> str:
@@ -315,82 +352,103 @@ def request_tag(request_id: str) -> str:
     return TAG_REQUEST_PREFIX + request_id
 
 
-def register_version(
+def version_tags(
     *,
-    name: str,
-    run_id: str,
-    tags: dict[str, str],
-    run_key: str,
-    tracking_uri: str,
-    audit=None,
-    alias: str = CANDIDATE,
-) -> RegisteredVersion:
-    """Register the run's `model/` artifact as a new version of `name` (idempotent on `run_key`).
+    role: str,
+    model_sha256: str,
+    gate_passed: bool,
+    request_ids: list[str],
+    request_data: dict[str, dict[str, str]] | None = None,
+    source_version: str | None = None,
+    fp_model_sha256: str | None = None,
+    metrics: dict[str, float] | None = None,
+    extra: dict[str, str] | None = None,
+) -> dict[str, str]:
+    """The tags of a new version: the one place they are built (pipeline, `register`, baselines).
 
-    A rerun with the same run_key finds the version it created and completes whatever step a
-    crash interrupted (audit record, audit head tag, alias) instead of registering twice.
+    Refuses a request id the registry cannot hold before anything is written.
     """
-    from . import audit as audit_module
+    tags = {
+        TAG_ROLE: role,
+        TAG_GATE: "passed" if gate_passed else "failed",
+        TAG_MODEL_SHA: model_sha256,
+        TAG_REQUEST_IDS: json.dumps(list(request_ids)),
+        **{request_tag(rid): json.dumps(record, sort_keys=True) for rid, record in (request_data or {}).items()},
+        **{TAG_METRIC_PREFIX + key: f"{float(value):.4f}" for key, value in (metrics or {}).items()},
+        **(extra or {}),
+    }
+    for request_id in request_ids:
+        request_tag(request_id)
+    if source_version:
+        tags[TAG_SOURCE_VERSION] = source_version
+    if fp_model_sha256:
+        tags[TAG_FP_SHA] = fp_model_sha256
+    return tags
 
-    mlflow_client = client(tracking_uri)
+
+def create_version(name: str, *, run_id: str, tags: dict[str, str], run_key: str, tracking_uri: str) -> RegisteredVersion:
+    """The version registered for `run_key`, created (with `tags`) if there is none yet."""
     existing = find_by_run_key(name, run_key, tracking_uri=tracking_uri)
-    if existing is None:
-        try:
-            mlflow_client.get_registered_model(name)
-        except Exception:
-            mlflow_client.create_registered_model(name, description="Quantized models produced by unlearnops, one version per forget request.")
-        created = mlflow_client.create_model_version(
-            name, source=f"runs:/{run_id}/{MODEL_ARTIFACT}", run_id=run_id, tags={**tags, TAG_RUN_KEY: run_key}
-        )
-        existing = _from_mlflow(created, tracking_uri, [])
-    if audit is not None and TAG_AUDIT_HEAD not in existing.tags:
-        record = audit.append(
-            audit_module.VERSION_REGISTERED,
-            name=name,
-            version=int(existing.version),
-            run_id=run_id,
-            request_ids=existing.request_ids,
-            gate_passed=existing.gate_passed,
-            model_sha256=existing.tags.get(TAG_MODEL_SHA),
-        )
-        mlflow_client.set_model_version_tag(name, existing.version, TAG_AUDIT_HEAD, record["hash"])
-    # The alias is moved once, when the version is registered; a rerun of the same request must
-    # not pull @candidate back from a newer version. TAG_REGISTERED_ALIAS marks that step as done.
-    if TAG_REGISTERED_ALIAS not in existing.tags:
-        move_alias(name, existing.version, alias, tracking_uri=tracking_uri, audit=audit)
-        mlflow_client.set_model_version_tag(name, existing.version, TAG_REGISTERED_ALIAS, alias)
-    return resolve(f"{name}/{existing.version}", tracking_uri=tracking_uri)
-
-
-def move_alias(name: str, version: str, alias: str, *, tracking_uri: str, audit=None) -> None:
-    from . import audit as audit_module
-
+    if existing is not None:
+        return existing
     mlflow_client = client(tracking_uri)
-    current = mlflow_client.get_registered_model(name).aliases or {}
-    if str(current.get(alias)) == str(version):
-        return
-    mlflow_client.set_registered_model_alias(name, alias, str(version))
-    if audit is not None:
-        previous = current.get(alias)
-        audit.append(
-            audit_module.ALIAS_MOVED,
-            name=name,
-            alias=alias,
-            version=int(version),
-            previous_version=int(previous) if previous is not None else None,
-        )
+    try:
+        mlflow_client.get_registered_model(name)
+    except Exception:
+        mlflow_client.create_registered_model(name, description="Quantized models produced by unlearnops, one version per forget request.")
+    created = mlflow_client.create_model_version(
+        name, source=f"runs:/{run_id}/{MODEL_ARTIFACT}", run_id=run_id, tags={**tags, TAG_RUN_KEY: run_key}
+    )
+    return _from_mlflow(created, tracking_uri, [])
 
 
-def promote(ref: str, *, tracking_uri: str, audit=None, alias: str = PRODUCTION) -> RegisteredVersion:
-    """Point `alias` (production) at a version; refuse one that did not pass its gate."""
-    target = resolve(ref, tracking_uri=tracking_uri)
-    if not target.gate_passed:
-        raise UnlearnopsError(
-            f"{target.ref}: its gate is '{target.tags.get(TAG_GATE, 'unknown')}', not 'passed'; only a version that "
-            "passed its release gate can be promoted (run the request again with a policy it meets)"
-        )
-    move_alias(target.name, target.version, alias, tracking_uri=tracking_uri, audit=audit)
-    return resolve(f"{target.name}/{target.version}", tracking_uri=tracking_uri)
+def set_version_tag(name: str, version: str, key: str, value: str, *, tracking_uri: str) -> None:
+    client(tracking_uri).set_model_version_tag(name, str(version), key, value)
+
+
+def model_aliases(name: str, *, tracking_uri: str) -> dict[str, str]:
+    """alias -> version of a registered model ({} when the model does not exist)."""
+    try:
+        registered = client(tracking_uri).get_registered_model(name)
+    except Exception:
+        return {}
+    return {alias: str(version) for alias, version in (registered.aliases or {}).items()}
+
+
+def set_alias(name: str, alias: str, version: str, *, tracking_uri: str) -> str | None:
+    """Point `alias` at `version`; returns the version it pointed at before (None if unset)."""
+    previous = model_aliases(name, tracking_uri=tracking_uri).get(alias)
+    if previous != str(version):
+        client(tracking_uri).set_registered_model_alias(name, alias, str(version))
+    return previous
+
+
+# ---- the registry's identity ----------------------------------------------------------------
+IDENTITY_PREFIX = "unlearnops."
+
+
+def store_exists(tracking_uri: str) -> bool:
+    """False for a workspace sqlite store never created (nothing to read, and reading would create it)."""
+    if tracking_uri.startswith("sqlite:///"):
+        return Path(tracking_uri.removeprefix("sqlite:///")).is_file()
+    return True
+
+
+def read_identity(tracking_uri: str) -> dict[str, str]:
+    """The unlearnops tags of the registry's `unlearnops` experiment ({} for a registry without them)."""
+    if not store_exists(tracking_uri):
+        return {}
+    experiment = client(tracking_uri).get_experiment_by_name(EXPERIMENT)
+    if experiment is None:
+        return {}
+    return {key: value for key, value in (experiment.tags or {}).items() if key.startswith(IDENTITY_PREFIX)}
+
+
+def write_identity(tracking_uri: str, artifact_root: Path | None, tags: dict[str, str]) -> None:
+    mlflow_client = client(tracking_uri)
+    experiment_id = ensure_experiment(tracking_uri, artifact_root)
+    for key, value in tags.items():
+        mlflow_client.set_experiment_tag(experiment_id, key, value)
 
 
 def log_model_run(model_dir: Path, *, tracking_uri: str, artifact_root: Path | None, run_name: str, params: dict[str, Any]) -> str:
@@ -404,37 +462,3 @@ def log_model_run(model_dir: Path, *, tracking_uri: str, artifact_root: Path | N
     mlflow_client.log_artifacts(run.info.run_id, str(model_dir), MODEL_ARTIFACT)
     mlflow_client.set_terminated(run.info.run_id)
     return run.info.run_id
-
-
-def register_source_model(
-    model_dir: Path | str,
-    *,
-    tracking_uri: str,
-    artifact_root: Path | None,
-    name: str = SOURCE_MODEL_NAME,
-    audit=None,
-    metrics: dict[str, float] | None = None,
-) -> RegisteredVersion:
-    """Register a baseline model (the bench target) as `name`@production, once.
-
-    Its gate tag is "passed" by definition (it is the baseline that unlearning starts from) and
-    its role tag is "source"; it satisfies no forget request yet.
-    """
-    model_dir = Path(model_dir)
-    try:
-        return resolve(f"{name}@{PRODUCTION}", tracking_uri=tracking_uri)
-    except UnlearnopsError:
-        pass
-    model_sha = sha256_tree(model_dir)
-    run_id = log_model_run(model_dir, tracking_uri=tracking_uri, artifact_root=artifact_root, run_name=f"register source {name}", params={"source_dir": str(model_dir)})
-    tags = {
-        TAG_ROLE: "source",
-        TAG_GATE: "passed",
-        TAG_REQUEST_IDS: "[]",
-        TAG_MODEL_SHA: model_sha,
-        **{TAG_METRIC_PREFIX + key: str(value) for key, value in (metrics or {}).items()},
-    }
-    registered = register_version(
-        name=name, run_id=run_id, tags=tags, run_key=f"source:{model_sha}", tracking_uri=tracking_uri, audit=audit, alias=PRODUCTION
-    )
-    return registered

@@ -48,11 +48,6 @@ def verify_endpoint_command(
         typer.Option("--tokenizer", help="A directory with the model's tokenizer and config.json (default: read from the registered "
                      "artifact, without its weights).", show_default=False),
     ] = None,
-    corpus: Annotated[
-        Path | None,
-        typer.Option("--corpus", help="The forget corpus the version was evaluated on, when its recorded path is not on this machine "
-                     "(checked against the registered sha256).", show_default=False),
-    ] = None,
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -67,7 +62,7 @@ def verify_endpoint_command(
 
     verification = verify_endpoint(
         Workspace.resolve(workspace), url, api_key=api_key, request_id=request, deployment_id=deployment, concurrency=concurrency,
-        skip=tuple(skip or ()), tokenizer=tokenizer, corpus=corpus, tolerance=_tolerances(tolerance), show_progress=not as_json,
+        skip=tuple(skip or ()), tokenizer=tokenizer, tolerance=_tolerances(tolerance), show_progress=not as_json,
     )
     document = {
         **verification.to_dict(), "document": str(verification.document_path), "event": verification.event,

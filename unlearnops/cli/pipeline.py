@@ -26,6 +26,7 @@ def run(
     request: Annotated[Path, typer.Option("--request", help="The forget request (JSON; see `unlearnops request schema`).")],
     pipeline: PipelineOpt = None,
     wait: Annotated[bool, typer.Option("--wait", help="Wait for another run holding the workspace lock instead of failing.")] = False,
+    supersede: Annotated[bool, typer.Option("--supersede", help="Accept a request whose request_id was received before with other content, recording that it replaces the earlier one (refused otherwise).")] = False,
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
 ) -> int:
@@ -38,7 +39,7 @@ def run(
     from ..pipeline import run_request
     from ..workspace import Workspace
 
-    summary = run_request(request, pipeline, Workspace.resolve(workspace), wait=wait, show_progress=not as_json)
+    summary = run_request(request, pipeline, Workspace.resolve(workspace), wait=wait, show_progress=not as_json, supersede=supersede)
     commands = next_commands(summary)
     emit({**summary.to_dict(), "next_commands": commands}, as_json, lambda: _render_summary(summary, commands))
     if not summary.passed:
@@ -127,6 +128,8 @@ def gate(
     report = evaluate_gate(quantized, full_precision=full_precision, source=source, policy=thresholds, inherited=inherited)
     if out is not None:
         write_reports(report, out)
+        if model is not None:
+            _record_decision(report, out, model, workspace)
     if junit is not None:
         junit.parent.mkdir(parents=True, exist_ok=True)
         junit.write_text(to_junit_xml(report), encoding="utf-8")
@@ -134,22 +137,33 @@ def gate(
     return 0 if report.passed else 1
 
 
+def _record_decision(report, out: Path, model: Path, workspace: Path | None) -> None:
+    """A gate run on a model directory, with its reports written, is evidence `register` can accept:
+    record the decision with the report's and the model's hashes."""
+    from ..evidence import Evidence
+    from ..fileio import sha256_tree
+    from ..workspace import Workspace
+
+    Evidence(Workspace.resolve(workspace)).gate_decided(passed=report.passed, report=out / "gate.json", model_sha256=sha256_tree(model))
+
+
 def _recheck_lineage(ref: str, model: Path | None, workspace: Path | None, limit: int | None) -> list:
-    """Evaluate the quantized model on the forget set of every request `ref` already satisfies."""
+    """Evaluate the quantized model on the forget set of every request `ref`'s signed registration record claims."""
     from ..evaluate import evaluate_model
+    from ..evidence import Evidence
     from ..pipeline.lineage import recheck, rechecked_metrics
-    from ..registry import resolve, tracking_uri_for
     from ..workspace import Workspace
 
     if model is None:
         raise UsageError("--lineage re-evaluates the model on earlier forget sets: give --model DIR, not --metrics")
-    version = resolve(ref, tracking_uri=tracking_uri_for(Workspace.resolve(workspace)))
+    evidence = Evidence(Workspace.resolve(workspace))
+    _, registration = evidence.resolve(ref)
 
     def measure(request_id: str, corpus: Path, corpus_sha: str) -> dict:
         err_console.print(f"re-checking request {request_id}'s forget set {corpus}", highlight=False)
         return evaluate_model(model, corpus, limit=limit, metrics=rechecked_metrics())
 
-    return recheck(version, measure)
+    return recheck(evidence, registration, measure)
 
 
 def _evaluator(corpus: Path | None, retrain_auc: float | None, limit: int | None):

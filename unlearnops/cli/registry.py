@@ -7,9 +7,9 @@ from typing import Annotated
 
 import typer
 
-from ..errors import UnlearnopsError, UsageError
+from ..errors import UsageError
 from .options import JsonOpt, WorkspaceOpt
-from .output import emit, out_console, table
+from .output import emit, err_console, out_console, table
 
 TrackingOpt = Annotated[
     str | None,
@@ -23,55 +23,36 @@ def register(app: typer.Typer) -> None:
     app.command("models")(models)
 
 
-def _context(workspace: Path | None, tracking_uri: str | None):
-    from ..audit import AuditLog
-    from ..registry import tracking_uri_for
+def _evidence(workspace: Path | None, tracking_uri: str | None):
+    from ..evidence import Evidence
     from ..workspace import Workspace
 
-    ws = Workspace.resolve(workspace)
-    return ws, tracking_uri or tracking_uri_for(ws), AuditLog(ws.audit_log)
+    return Evidence(Workspace.resolve(workspace), tracking_uri=tracking_uri)
 
 
 def register_model(
     model: Annotated[Path, typer.Option("--model", help="The quantized model directory to register.")],
     name: Annotated[str, typer.Option("--name", help="Registered model name.")],
-    gate_report: Annotated[Path | None, typer.Option("--gate-report", help="gate.json from `unlearnops gate --out`; must have passed.")] = None,
+    gate_report: Annotated[Path | None, typer.Option("--gate-report", help="gate.json written by `unlearnops gate --model DIR --out DIR` in this workspace; its passing decision must be in the signed audit log for this very model.")] = None,
     baseline: Annotated[bool, typer.Option("--baseline", help="Register a baseline source model (no gate, role=source) as NAME@production.")] = False,
-    request_id: Annotated[list[str] | None, typer.Option("--request-id", help="A request this model satisfies (repeatable).")] = None,
+    request_id: Annotated[list[str] | None, typer.Option("--request-id", help="A request this model satisfies (repeatable); the audit log must show it was validated.")] = None,
     workspace: WorkspaceOpt = None,
     tracking_uri: TrackingOpt = None,
     as_json: JsonOpt = False,
 ) -> int:
     """Register a model directory as a new version (alias @candidate), or a baseline with --baseline.
 
-    `unlearnops run` registers for you; this is for models gated outside the pipeline. A model whose gate report failed is refused: nothing is registered.
+    `unlearnops run` registers for you; this is for models gated outside the pipeline. Only signed evidence is accepted: the gate report's hash must be in a signed gate.decided record that passed for this model's files, and each --request-id must have been validated. Every check runs before anything is written.
     """
-    import json
-
-    from .. import registry
-    from ..fileio import read_json, sha256_tree
-
-    ws, uri, audit = _context(workspace, tracking_uri)
+    evidence = _evidence(workspace, tracking_uri)
     if baseline:
-        version = registry.register_source_model(model, tracking_uri=uri, artifact_root=ws.artifact_root, name=name, audit=audit)
+        if gate_report is not None or request_id:
+            raise UsageError("--baseline registers a source model: it takes no --gate-report and no --request-id")
+        version = evidence.register_source(model, name=name)
     else:
         if gate_report is None:
             raise UsageError("--gate-report is required (or --baseline for a source model): only a gated model is registered")
-        report = read_json(gate_report)
-        if not isinstance(report, dict) or report.get("decision") not in ("passed", "failed"):
-            raise UnlearnopsError(f"{gate_report}: not a gate report (expected gate.json from `unlearnops gate --out`)")
-        if report["decision"] != "passed":
-            failed = [check["name"] for check in report.get("checks", []) if check.get("status") == "failed"]
-            raise UnlearnopsError(f"{gate_report}: the gate failed ({', '.join(failed)}); nothing registered")
-        model_sha = sha256_tree(model)
-        run_id = registry.log_model_run(model, tracking_uri=uri, artifact_root=ws.artifact_root, run_name=f"register {name}", params={"gate_report": str(gate_report)})
-        tags = {
-            registry.TAG_GATE: "passed",
-            registry.TAG_ROLE: "unlearned",
-            registry.TAG_REQUEST_IDS: json.dumps(request_id or []),
-            registry.TAG_MODEL_SHA: model_sha,
-        }
-        version = registry.register_version(name=name, run_id=run_id, tags=tags, run_key=f"manual:{model_sha}", tracking_uri=uri, audit=audit)
+        version = evidence.register_gated(model, name=name, gate_report=gate_report, request_ids=request_id or [])
     emit(version.to_dict(), as_json, lambda: out_console.print(f"registered {version.ref} (@{', '.join(version.aliases)})", highlight=False))
     return 0
 
@@ -85,14 +66,11 @@ def promote(
     tracking_uri: TrackingOpt = None,
     as_json: JsonOpt = False,
 ) -> int:
-    """Move @production (or --alias) to a version; refuses a version that did not pass its gate."""
-    from .. import registry
-
+    """Move @production (or --alias) to a version whose signed registration record says its gate passed."""
     if model is None and (name is None or version is None):
         raise UsageError("give NAME VERSION or --model NAME/VERSION")
     ref = model or f"{name}/{version}"
-    _, uri, audit = _context(workspace, tracking_uri)
-    promoted = registry.promote(ref, tracking_uri=uri, audit=audit, alias=alias)
+    promoted = _evidence(workspace, tracking_uri).promote(ref, alias=alias)
     emit(promoted.to_dict(), as_json, lambda: out_console.print(f"{promoted.ref} is now @{alias}", highlight=False))
     return 0
 
@@ -105,8 +83,9 @@ def models(
 ) -> int:
     """List registered versions with their aliases, requests, gate results and key metrics."""
     from .. import registry
+    from ..workspace import Workspace
 
-    _, uri, _ = _context(workspace, tracking_uri)
+    uri = tracking_uri or registry.tracking_uri_for(Workspace.resolve(workspace))
     versions = registry.list_versions(name, tracking_uri=uri)
     documents = [version.to_dict() for version in versions]
 
@@ -115,11 +94,14 @@ def models(
 
         rows = [
             (v["name"], v["version"], ", ".join(v["aliases"]), v["gate"], ", ".join(v["request_ids"]) or "-",
-             *(v["metrics"].get(f"q.{key}") for key in METRICS))
+             *(v["metrics"].get(f"q.{key}") for key in METRICS), "INCONSISTENT" if v["problems"] else "")
             for v in documents
         ]
-        columns = ["name", "version", "aliases", "gate", "requests", *(f"q {metric.label}" for metric in METRICS.values())]
+        columns = ["name", "version", "aliases", "gate (tag)", "requests", *(f"q {metric.label}" for metric in METRICS.values()), "registry"]
         out_console.print(table(f"models ({registry.redact(uri)})", columns, rows))
+        for v in documents:
+            for problem in v["problems"]:
+                err_console.print(f"[yellow]registry inconsistency[/]: {v['name']}/{v['version']}: {problem}", highlight=False)
 
     emit(documents, as_json, render)
     return 0

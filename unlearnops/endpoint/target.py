@@ -7,15 +7,14 @@ its registered evaluation measured.
   log that does not verify cannot say what is deployed.
 - The registered evaluation: the version's attested gate report (its quantized metrics) and the
   `evaluate:quantized` run's metrics.json (limit, context, sample sizes, the retrain AUC), which
-  must agree; the forget corpus it was measured on (the version's own request), checked against
-  the sha256 the registry recorded; the tokenizer and config from the registered artifact's small
-  files (no weights are downloaded).
+  must agree; the data it was measured on (the version's own request): the validated data snapshot
+  its signed registration record names, re-checked; the tokenizer and config from the registered
+  artifact's small files (no weights are downloaded).
 """
 
 from __future__ import annotations
 
 import math
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,6 @@ from urllib.parse import urlsplit
 
 from .. import audit, provenance, registry
 from ..errors import UnlearnopsError
-from ..fileio import sha256_tree
 from ..serve.command import is_loopback
 from ..workspace import Workspace
 from .measure import MEASURABLE
@@ -41,8 +39,8 @@ class Target:
     limit: int | None
     retrain_auc: float | None
     counts: dict[str, int]
-    corpus: Path
-    corpus_sha256: str
+    corpus: Path  # the validated data snapshot's corpus, re-checked against the registration record's hash
+    request_data: list[str]  # the registration record's "request id=snapshot sha256" entries
     evaluated_request: str
 
     @property
@@ -52,14 +50,10 @@ class Target:
 
 # ---- the deployment ------------------------------------------------------------------------------
 def verified_records(workspace: Workspace) -> list[dict]:
-    """The audit log's records, once the log and its anchors verify."""
-    verification = provenance.verify_log(workspace)
-    if not verification["ok"]:
-        raise UnlearnopsError(
-            f"audit log {workspace.audit_log}: does not verify ({verification['reason']}); it cannot say what is deployed. "
-            "Run `unlearnops audit verify` and restore the log first"
-        )
-    return provenance.audit_log(workspace).records()
+    """The audit log's records, once the log, its witness and the registry agree (evidence.Evidence)."""
+    from ..evidence import Evidence
+
+    return Evidence(workspace).verified_records(action="say what is deployed")
 
 
 def find_deployment(records: list[dict], url: str, served_ids: list[str], deployment_id: str | None) -> dict[str, Any]:
@@ -101,8 +95,7 @@ def _same_endpoint(url: str, fields: dict[str, Any]) -> bool:
 
 
 # ---- the registered evaluation -------------------------------------------------------------------
-def resolve_target(workspace: Workspace, records: list[dict], deployment: dict[str, Any], *, corpus_dir: Path | None = None,
-                   skip: tuple[str, ...] = ()) -> Target:
+def resolve_target(workspace: Workspace, records: list[dict], deployment: dict[str, Any], *, skip: tuple[str, ...] = ()) -> Target:
     uri = provenance.tracking_uri(workspace)
     version = provenance.version_evidence(deployment["name"], str(deployment["version"]), uri=uri, records=records)
     if version.gate_report is None:
@@ -113,14 +106,19 @@ def resolve_target(workspace: Workspace, records: list[dict], deployment: dict[s
     evaluated = version.own_request
     if evaluated is None:
         raise UnlearnopsError(f"{version.ref}: satisfies no request; there is no forget set to verify it on")
-    corpus, corpus_sha = _corpus(version, evaluated, corpus_dir)
+    corpus, problem = provenance.forget_corpus(workspace, records, version.name, version.version, evaluated)
+    if corpus is None:
+        raise UnlearnopsError(
+            f"{version.ref}: the data it was evaluated on (request {evaluated}) cannot be read here ({problem}); the validated "
+            "data snapshot must be in this workspace's data/ folder (copy it from the workspace that ran the request)"
+        )
     settings = evaluation.get("settings") or {}
     registered = {key: values[key] for key in (*MEASURABLE, "auc") if key not in skip and _finite(values.get(key))}
     if "privleak" in skip:
         registered.pop("auc", None)
     return Target(
         deployment, version, registered, settings.get("limit"), evaluation.get("retrain_auc"), evaluation.get("counts") or {},
-        corpus, corpus_sha, evaluated,
+        corpus, (version.registered or {}).get("request_data") or [], evaluated,
     )
 
 
@@ -137,23 +135,6 @@ def _check_agreement(version: provenance.VersionEvidence, values: dict[str, Any]
                 f"{version.ref}: the registered evaluation's {key} ({b}) differs from the attested gate report's ({a}); "
                 "the registry's run artifacts were altered"
             )
-
-
-def _corpus(version: provenance.VersionEvidence, request_id: str, override: Path | None) -> tuple[Path, str]:
-    recorded, expected = provenance.forget_corpus(version.tags, request_id)
-    corpus = override or recorded
-    if corpus is None or not Path(corpus).is_dir():
-        raise UnlearnopsError(
-            f"{version.ref}: the forget corpus of request {request_id} ({recorded or 'not recorded'}) is not on this machine; "
-            "pass --corpus DIR (its sha256 is checked against the registered one)"
-        )
-    digest = sha256_tree(corpus)
-    if expected and digest != expected:
-        raise UnlearnopsError(
-            f"--corpus {corpus}: sha256 {digest[:12]}... is not the {expected[:12]}... {version.ref} was evaluated on; "
-            "pass the corpus of request " + request_id
-        )
-    return Path(corpus), digest
 
 
 def _finite(value: Any) -> bool:
@@ -177,7 +158,3 @@ def fetch_tokenizer(version: provenance.VersionEvidence, uri: str, into: Path) -
     if not (into / "config.json").is_file():
         raise UnlearnopsError(f"{version.ref}: its artifact has no config.json; pass --tokenizer DIR")
     return into
-
-
-def tokenizer_dir(version: provenance.VersionEvidence, uri: str, override: Path | None, scratch: tempfile.TemporaryDirectory) -> Path:
-    return override if override is not None else fetch_tokenizer(version, uri, Path(scratch.name))

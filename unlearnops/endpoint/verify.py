@@ -105,7 +105,6 @@ def verify_endpoint(
     concurrency: int = DEFAULT_CONCURRENCY,
     skip: tuple[str, ...] = (),
     tokenizer: Path | None = None,
-    corpus: Path | None = None,
     tolerance: dict[str, float] | None = None,
     show_progress: bool = False,
 ) -> Verification:
@@ -134,7 +133,7 @@ def verify_endpoint(
             return record(workspace, verification, deployment)
         verification.served_model = name
         verification.checks.append(Check("served_model", "passed", f"the endpoint serves {name}", registered=name, measured=name))
-        goal = target.resolve_target(workspace, records, deployment, corpus_dir=corpus, skip=skip)
+        goal = target.resolve_target(workspace, records, deployment, skip=skip)
         progress.note(f"{goal.version.ref} at {endpoint.url}: measuring {', '.join(k for k in goal.registered if k != 'auc')} on request "
                       f"{goal.evaluated_request}'s forget set (limit {goal.limit or 'none'}), {concurrency} requests in flight",
                       label="verify-endpoint", enabled=show_progress)
@@ -153,7 +152,7 @@ def verify_endpoint(
         verification.extra["registered"] = {
             "version": goal.version.ref, "run_id": goal.version.run_id, "gate_report_sha256": goal.version.gate_report_sha256,
             "values": goal.registered, "counts": goal.counts, "limit": goal.limit, "retrain_auc": goal.retrain_auc,
-            "evaluated_request": goal.evaluated_request, "corpus_sha256": goal.corpus_sha256,
+            "evaluated_request": goal.evaluated_request, "request_data": goal.request_data,
         }
     return record(workspace, verification, deployment)
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .. import registry
 from ..audit import AuditLog
+from ..evidence import Evidence
 from ..workspace import Workspace
 from .config import PipelineConfig
 from .runner import StageRunner
@@ -24,14 +25,24 @@ class RunContext:
     audit: AuditLog
     tracker: Tracker
     runner: StageRunner
+    evidence: Evidence
+    supersede: bool = False  # a request id received before with other content replaces it (recorded)
     request_sha: str | None = field(default=None)  # of the request file as read, once validation has read it
+    data: object = None  # data.RequestData: the validated data's snapshot, once validation took it
 
     @classmethod
-    def open(cls, request_path: Path, config: PipelineConfig, workspace: Workspace, *, show_progress: bool) -> "RunContext":
+    def open(cls, request_path: Path, config: PipelineConfig, workspace: Workspace, *, show_progress: bool,
+             supersede: bool = False) -> "RunContext":
         tracking_uri = registry.tracking_uri_for(workspace)
+        evidence = Evidence(workspace, tracking_uri=tracking_uri)
+        # Before anything is written: a log that does not verify is refused (minutes of work would
+        # end in a registration it cannot vouch for), and so is a tracking URI pointing at another
+        # registry than the one this workspace's log was written with (not silently started afresh).
+        records = evidence.verified_records(action="run a request")
+        evidence.check_registry(bind=False, records=records)
         tracker = Tracker(tracking_uri, workspace.artifact_root)
         runner = StageRunner(StageStore(workspace.stages_dir), tracker, show_progress=show_progress)
-        return cls(request_path, config, workspace, tracking_uri, AuditLog(workspace.audit_log), tracker, runner)
+        return cls(request_path, config, workspace, tracking_uri, evidence.log, tracker, runner, evidence, supersede)
 
     @property
     def run_id(self) -> str | None:

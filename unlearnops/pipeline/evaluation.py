@@ -27,7 +27,7 @@ RESULT = "metrics.json"
 ALSO_RECORDED = ("auc", "precision")
 
 
-def evaluate_all(ctx: RunContext, source, source_dir: StageResult, unlearned: StageResult, quantized: StageResult,
+def evaluate_all(ctx: RunContext, registration, source_dir: StageResult, unlearned: StageResult, quantized: StageResult,
                  data: RequestData) -> dict[str, Any]:
     """{"source", "full_precision", "quantized": metrics, "inherited": [InheritedRequest as dict]}."""
     on_corpus = (data.corpus, data.corpus_sha256, data.retrain_auc)
@@ -36,7 +36,7 @@ def evaluate_all(ctx: RunContext, source, source_dir: StageResult, unlearned: St
         "full_precision": evaluate(ctx, "full precision", unlearned.path / "out" / "model", unlearned.record["model_sha256"], *on_corpus),
         "quantized": evaluate(ctx, "quantized", quantized.path / "out", quantized.record["model_sha256"], *on_corpus),
     }
-    metrics["inherited"] = inherited(ctx, source, quantized, data, metrics["quantized"])
+    metrics["inherited"] = inherited(ctx, registration, quantized, data, metrics["quantized"])
     return metrics
 
 
@@ -60,8 +60,8 @@ def evaluate(ctx: RunContext, role: str, model_dir: Path, model_sha: str, corpus
     return ctx.runner.run(stage).record["metrics"]
 
 
-def inherited(ctx: RunContext, source, quantized: StageResult, data: RequestData, current: dict) -> list[dict]:
-    """Re-check the forget set of every request the source version already satisfies (lineage.recheck)."""
+def inherited(ctx: RunContext, registration, quantized: StageResult, data: RequestData, current: dict) -> list[dict]:
+    """Re-check the forget set of every request the source version's signed record claims (lineage.recheck)."""
 
     def measure(request_id: str, corpus: Path, corpus_sha: str) -> dict[str, Any]:
         if corpus_sha == data.corpus_sha256:
@@ -69,4 +69,4 @@ def inherited(ctx: RunContext, source, quantized: StageResult, data: RequestData
         return evaluate(ctx, f"inherited {request_id}", quantized.path / "out", quantized.record["model_sha256"],
                         corpus, corpus_sha, None, rechecked_metrics())
 
-    return [asdict(request) for request in recheck(source, measure)] if source is not None else []
+    return [asdict(request) for request in recheck(ctx.evidence, registration, measure)] if registration is not None else []

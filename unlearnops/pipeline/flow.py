@@ -13,7 +13,6 @@ from .. import audit
 from ..workspace import Workspace
 from .config import PipelineConfig
 from .context import RunContext
-from .data import corpus_of
 from .evaluation import evaluate_all
 from .lock import run_lock
 from .release import gate_stage, register
@@ -29,12 +28,17 @@ def run_request(
     *,
     wait: bool = False,
     show_progress: bool = True,
+    supersede: bool = False,
 ) -> RunSummary:
-    """Run one forget request through the pipeline; the summary says whether a version was registered."""
+    """Run one forget request through the pipeline; the summary says whether a version was registered.
+
+    `supersede`: a request id received before with other content is accepted as replacing it
+    (recorded as request.superseded); without it such a request is refused before anything is written.
+    """
     workspace = workspace or Workspace.resolve()
     config = PipelineConfig.load(pipeline_yaml)
     with run_lock(workspace, wait=wait):
-        ctx = RunContext.open(Path(request_path), config, workspace, show_progress=show_progress)
+        ctx = RunContext.open(Path(request_path), config, workspace, show_progress=show_progress, supersede=supersede)
         return execute(ctx)
 
 
@@ -61,18 +65,18 @@ def execute(ctx: RunContext) -> RunSummary:
 
 def stages(ctx: RunContext, request, report) -> RunSummary:
     policy = report.policy  # the pipeline's gate tightened by the request's overrides
-    data = corpus_of(report.data, ctx.workspace)
-    source = resolve_source(ctx, request, data)
-    source_dir = source_stage(ctx, source, request)
+    data = ctx.data  # the snapshot validation took: every stage reads exactly the validated content
+    source, registration = resolve_source(ctx, request, data)  # the version and its signed registration record
+    source_dir = source_stage(ctx, source, registration, request)
     log_request_digest(ctx, report, data, source)
     unlearned = unlearn_stage(ctx, source_dir, data)
     quantized = quantize_stage(ctx, unlearned, data)
-    metrics = evaluate_all(ctx, source, source_dir, unlearned, quantized, data)
+    metrics = evaluate_all(ctx, registration, source_dir, unlearned, quantized, data)
     gate = gate_stage(ctx, request, metrics, policy, quantized)
     decision = gate.record["report"]
     version = None
     if decision["passed"]:
-        version = register(ctx, request, data, source, unlearned, quantized, gate, metrics)
+        version = register(ctx, request, data, source, registration, unlearned, quantized, gate, metrics)
     else:
         ctx.runner.announce("register", "skipped: the gate failed, nothing registered")
     return summarise(ctx, request, version, decision, metrics, gate.path / "out")

@@ -1,9 +1,11 @@
 """Sustainability: a model must keep satisfying every request its source version satisfies.
 
 One re-check for `unlearnops run` (pipeline/evaluation.py) and `unlearnops gate --lineage`: the
-forget set of each inherited request, located through the version's `unlearnops.request.<id>`
-tag, is measured again with the inherited metrics of the registry (metrics.inherited()); a
-forget set that is gone or changed cannot be re-checked, and the gate fails that request.
+requests a version satisfies are those its signed registration record claims, and each one's
+forget set is its validated data snapshot, found by the hash in that record
+(evidence.Evidence.validated_data); it is measured again with the inherited metrics of the
+registry (metrics.inherited()). A snapshot that is gone or changed cannot be re-checked, and the
+gate fails that request.
 """
 
 from __future__ import annotations
@@ -19,15 +21,14 @@ from ..metrics import inherited
 Measure = Callable[[str, Path, str], dict[str, Any]]
 
 
-def recheck(version, measure: Measure) -> list[InheritedRequest]:
-    """Every request `version` (a registry.RegisteredVersion) satisfies, measured on its forget set."""
-    records = version.request_records()
+def recheck(evidence, registration, measure: Measure) -> list[InheritedRequest]:
+    """Every request a version's signed registration record (evidence.Registration) claims, measured on its forget set."""
     found = []
-    for request_id, corpus, problem in version.forget_sets():
+    for request_id, snapshot, problem in evidence.validated_data(registration):
         if problem:
             found.append(InheritedRequest(request_id, None, problem))
         else:
-            found.append(InheritedRequest(request_id, measure(request_id, corpus, records[request_id]["corpus_sha256"])))
+            found.append(InheritedRequest(request_id, measure(request_id, snapshot.corpus, snapshot.sha256)))
     return found
 
 

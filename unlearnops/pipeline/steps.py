@@ -20,37 +20,42 @@ from .stages import StageResult
 MANIFEST_FILES = ("out/train.json", "out/quantize.json")
 
 
-def resolve_source(ctx: RunContext, request, data: RequestData) -> registry.RegisteredVersion | None:
-    """The registered version to unlearn from (registering the embedded bench target on first use);
-    None when the request names a local model directory."""
+def resolve_source(ctx: RunContext, request, data: RequestData):
+    """(the registered version to unlearn from, its signed registration record), registering the
+    embedded bench target on first use; (None, None) when the request names a local model directory."""
     if not request.model.startswith("models:/"):
-        return None
+        return None, None
     try:
-        return registry.resolve(request.model, tracking_uri=ctx.tracking_uri)
+        return ctx.evidence.resolve(request.model)
     except UnlearnopsError:
         name, _, _ = registry.parse_ref(request.model)
-        if name != registry.SOURCE_MODEL_NAME:
+        if name != registry.SOURCE_MODEL_NAME or _registered(ctx, request.model):
             raise
     from ..bench import ensure_bench, recorded_metrics
 
     bench = data.bench or ensure_bench(ctx.workspace, ctx.config.bench.size)
     ctx.runner.announce("source", f"registering the bench target {bench / 'target'} as {registry.SOURCE_MODEL_NAME}@production")
     target_metrics = recorded_metrics(bench, "target")
-    registry.register_source_model(
-        bench / "target",
-        tracking_uri=ctx.tracking_uri,
-        artifact_root=ctx.workspace.artifact_root,
-        audit=ctx.audit,
-        metrics={f"fp.{k}": v for k, v in target_metrics.items() if isinstance(v, (int, float))},
-    )
-    return registry.resolve(request.model, tracking_uri=ctx.tracking_uri)
+    ctx.evidence.register_source(bench / "target", metrics={f"fp.{k}": v for k, v in target_metrics.items() if isinstance(v, (int, float))})
+    return ctx.evidence.resolve(request.model)
 
 
-def source_stage(ctx: RunContext, source, request) -> StageResult:
-    """The source model's files in the stage store: downloaded (and hash-checked) or copied from a local dir."""
+def _registered(ctx: RunContext, ref: str) -> bool:
+    """Whether the reference resolves in the registry (then a missing record is an error, not a first use)."""
+    try:
+        registry.resolve(ref, tracking_uri=ctx.tracking_uri)
+    except UnlearnopsError:
+        return False
+    return True
+
+
+def source_stage(ctx: RunContext, source, registration, request) -> StageResult:
+    """The source model's files in the stage store: downloaded (and checked against the signed
+    registration record's hash) or copied from a local dir."""
     if source is not None:
-        config = {"ref": source.ref, "model_sha256": source.tags.get(registry.TAG_FP_SHA) or source.tags.get(registry.TAG_MODEL_SHA)}
-        fetch = lambda tmp: source.download_full_precision(tmp / "download").rename(tmp / "model")  # noqa: E731
+        expected = registration.fp_model_sha256 or registration.model_sha256
+        config = {"ref": source.ref, "model_sha256": expected}
+        fetch = lambda tmp: source.download_full_precision(tmp / "download", expected).rename(tmp / "model")  # noqa: E731
     else:
         from ..fileio import confined
         from ..modeling import check_model_dir

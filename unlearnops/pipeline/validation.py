@@ -1,8 +1,9 @@
 """The first stage: build the benches a request names, validate it, record it in the audit log.
 
 Runs before the parent MLflow run exists (the run is named after the validated request); the
-audit log records every request read (`request.received`), and whether it was rejected (with
-the failing fields) or validated.
+audit log records every request read (`request.received`; a request id already received with
+other content is refused unless superseded), and whether it was rejected (with the failing
+fields) or validated (with the hash of the snapshot the stages will read, and of each file read).
 """
 
 from __future__ import annotations
@@ -31,18 +32,20 @@ def validate(ctx: RunContext):
 
 
 def _record(ctx: RunContext, report) -> None:
-    request, fields = report.request, {"request_sha256": ctx.request_sha}
+    """request.received (one request id, one content), then rejected, or validated with the data's hashes."""
+    from .data import corpus_of
+
+    request = report.request
     if request is not None:
-        ctx.audit.append(
-            audit.REQUEST_RECEIVED, request_id=request.request_id, **fields,
-            deadline=request.deadline.isoformat(),  # `audit status` ages pending requests against it
-        )
+        ctx.evidence.receive_request(request, request_sha256=ctx.request_sha, supersede=ctx.supersede)
     if not report.ok:
         if request is not None:
             failed = sorted({check.field for check in report.failures})
-            ctx.audit.append(audit.REQUEST_REJECTED, request_id=request.request_id, **fields, fields=failed)
+            ctx.audit.append(audit.REQUEST_REJECTED, request_id=request.request_id, request_sha256=ctx.request_sha, fields=failed)
         report.raise_for_failures()
-    ctx.audit.append(audit.REQUEST_VALIDATED, request_id=request.request_id, **fields)
+    ctx.data = corpus_of(report.data, ctx.workspace)
+    files = {origin.field: sha256_file(origin.path) for origin in report.loaded}
+    ctx.evidence.request_validated(request, ctx.data.snapshot, data_files=files, request_sha256=ctx.request_sha)
 
 
 def build_benches(ctx: RunContext) -> None:

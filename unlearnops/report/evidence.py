@@ -77,7 +77,7 @@ def collect(workspace: Workspace, request_id: str, *, request_file: Path | None 
     gated = own or _last_gated_run(records, request_id, uri)
     request = _request(records, received, request_id, gated, uri, request_file, now or datetime.now(timezone.utc), problems)
     lineage = _lineage(records, own, uri) if own else {"source": None, "version": None, "deployments": []}
-    evidence = _evidence(gated, workspace, request.get("forget_source"), problems) if gated else None
+    evidence = _evidence(gated, workspace, records, request.get("forget_source"), problems) if gated else None
     later = _later_versions(records, request_id, own, uri) if own else []
     if own is None:
         problems.append("no version has been registered for this request" + (
@@ -219,7 +219,7 @@ def _lineage(records: list[dict], own: provenance.VersionEvidence, uri: str) -> 
 
 
 # ---- the evidence ----------------------------------------------------------------------------------
-def _evidence(own: provenance.VersionEvidence, workspace: Workspace, forget_source: str | None,
+def _evidence(own: provenance.VersionEvidence, workspace: Workspace, records: list[dict], forget_source: str | None,
               problems: list[str]) -> dict[str, Any] | None:
     report = own.gate_report
     if report is None:
@@ -227,7 +227,7 @@ def _evidence(own: provenance.VersionEvidence, workspace: Workspace, forget_sour
         return None
     metrics = report.get("metrics") or {}
     rows = {role: _row(metrics.get(role)) for role in ("source", "full_precision", "quantized")}
-    rows["retrain"] = _retrain_row(own, workspace, forget_source, problems)
+    rows["retrain"] = _retrain_row(own, workspace, records, forget_source, problems)
     evaluation = own.evaluations.get("quantized") or {}
     checks = report.get("checks") or []
     return {
@@ -252,15 +252,15 @@ def _row(values: dict[str, Any] | None) -> dict[str, Any] | None:
     return {key: values.get(key) for key in (*METRICS, "auc")}
 
 
-def _retrain_row(own: provenance.VersionEvidence, workspace: Workspace, forget_source: str | None,
+def _retrain_row(own: provenance.VersionEvidence, workspace: Workspace, records: list[dict], forget_source: str | None,
                  problems: list[str]) -> dict[str, Any] | None:
     """The never-trained reference: the bench's retrain model, recorded in its bench.json beside the corpus."""
     from ..bench import recorded_metrics
 
     request_id = own.own_request
-    corpus, _ = provenance.forget_corpus(own.tags, request_id) if request_id else (None, None)
+    corpus = provenance.forget_corpus(workspace, records, own.name, own.version, request_id)[0] if request_id and own.name else None
     if corpus is not None:
-        bench = corpus.parent
+        bench = corpus.parent  # a bench's snapshot keeps its bench.json beside its corpus
     elif (forget_source or "").startswith("bench:"):  # not registered: the request digest names the bench
         bench = workspace.bench_dir(forget_source.split(":", 1)[1])
     else:

@@ -145,7 +145,7 @@ def running_server(
 
 
 def records_or_empty(audit_log: audit.AuditLog) -> list[dict]:
-    return audit_log.records() if audit_log.path.exists() else []
+    return audit_log.records()  # [] for a log not written yet, on any storage backend
 
 
 def _close_stale_deployments(audit_log: audit.AuditLog, host: str, port: int, new_id: str) -> None:

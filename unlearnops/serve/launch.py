@@ -14,14 +14,15 @@ from typing import Any
 
 from .. import audit
 from ..errors import UnlearnopsError
-from ..registry import RegisteredVersion, resolve, tracking_uri_for
+from ..evidence import Evidence, Registration
+from ..registry import RegisteredVersion
 from ..workspace import Workspace
 from .command import PLAIN_CHAT_TEMPLATE, VllmCommand, build_vllm_command, check_bind, resolve_vllm_python, served_model_name
 from .deployment import Deployment, Shutdown, running_server, signals_raise_shutdown
 from .dense import dense_copy, dense_dir
 from .process import HEALTH_TIMEOUT_S, VllmServer, exit_description
 from . import registered
-from .registered import ModelFacts, fetch_verified, gate_refusal, registered_facts, request_ids
+from .registered import ModelFacts, fetch_verified, gate_refusal, registered_facts
 from .route import DENSE, Host, Route, VllmBuild, decide_route, detect_host, inspect_vllm
 
 
@@ -41,6 +42,7 @@ class ServePlan:
     """Everything decided before launching: the version, the route, where the files live, the command."""
 
     version: RegisteredVersion
+    registration: Registration  # the signed record: the gate decision, the model hash, the requests
     model_dir: Path  # the registered files (downloaded here)
     served_dir: Path  # what vLLM is handed: model_dir, or the dense copy on the dense route
     route: Route
@@ -76,14 +78,16 @@ def plan_serve(
 ) -> ServePlan:
     """Resolve and gate-check `ref`, decide the route and the command; reads only the model's small files.
 
-    Refuses (UnlearnopsError, exit 1) an ungated version, one without a registered hash, and a
-    model the installed vLLM cannot run on this host (route.decide_route says why, with the fix).
+    Refuses (UnlearnopsError, exit 1) a version without a signed registration record (created
+    outside unlearnops), one whose record says its gate did not pass, and a model the installed
+    vLLM cannot run on this host (route.decide_route says why, with the fix).
     """
     check_bind(options.host, options.api_key)
-    version = resolve(ref, tracking_uri=tracking_uri or tracking_uri_for(workspace))
-    if not registered.passed_gate(version):
-        raise UnlearnopsError(gate_refusal(ref, version))
-    artifact_sha256 = registered.expected_sha256(version)
+    # The version and its signed registration record (the log verified, the registry the one it was written with).
+    version, registration = Evidence(workspace, tracking_uri=tracking_uri).resolve(ref)
+    if not registered.passed_gate(registration):
+        raise UnlearnopsError(gate_refusal(ref, registration))
+    artifact_sha256 = registered.expected_sha256(registration)
     build, host = inspect_vllm(resolve_vllm_python(vllm_python)), detect_host(isa)
     facts = registered_facts(version)
     route = decide_route(facts.config, build, host, where=served_model_name(version.name, version.version)).require()
@@ -91,11 +95,11 @@ def plan_serve(
     served_dir = dense_dir(_derived_root(workspace), artifact_sha256) if route.name == DENSE else model_dir
     deployment = Deployment(
         name=str(version.name), version=str(version.version),
-        request_ids=request_ids(version, audit.AuditLog(workspace.audit_log)),
+        request_ids=registration.request_ids,
         artifact_sha256=artifact_sha256, route=route.to_dict(),
     )
     command = _command(served_dir, deployment, route, facts, build, options)
-    return ServePlan(version, model_dir, served_dir, route, command, deployment, workspace, build, host, options)
+    return ServePlan(version, registration, model_dir, served_dir, route, command, deployment, workspace, build, host, options)
 
 
 def _command(served_dir: Path, deployment: Deployment, route: Route, facts: ModelFacts, build: VllmBuild, options: LaunchOptions) -> VllmCommand:
@@ -117,7 +121,7 @@ def prepare(plan: ServePlan, *, notify: Callable[[str], None] | None = None) -> 
     mismatch, refused if the registry's files do not match either); the route is decided again
     from those verified files; on the dense route the copy is derived (or its cache verified).
     """
-    artifact_sha256 = fetch_verified(plan.version, plan.model_dir, notify=notify)
+    artifact_sha256 = fetch_verified(plan.version, plan.model_dir, registered.expected_sha256(plan.registration), notify=notify)
     facts = ModelFacts.of_dir(plan.model_dir)
     route = decide_route(
         facts.config, plan.build, plan.host, where=served_model_name(plan.deployment.name, plan.deployment.version),
@@ -131,7 +135,7 @@ def prepare(plan: ServePlan, *, notify: Callable[[str], None] | None = None) -> 
         served_dir, deployment.served_sha256, deployment.derivation = plan.model_dir, artifact_sha256, None
     command = _command(served_dir, deployment, route, facts, plan.build, plan.options)
     return ServePlan(
-        plan.version, plan.model_dir, served_dir, route, command, deployment, plan.workspace, plan.build, plan.host, plan.options,
+        plan.version, plan.registration, plan.model_dir, served_dir, route, command, deployment, plan.workspace, plan.build, plan.host, plan.options,
     )
 
 

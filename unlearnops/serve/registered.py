@@ -1,8 +1,8 @@
-"""What the registry says about a version, and its files on disk, checked against it.
+"""What the evidence says about a version, and its files on disk, checked against it.
 
-Two questions have exactly one answer each here, so that where the answer comes from can change
-in one line (today: the version's registry tags; later: a signed registration record):
-`expected_sha256(version)` and `passed_gate(version)`.
+Two questions have exactly one answer each here, both read from the version's signed
+registration record (`evidence.Registration`), never from an editable registry tag:
+`expected_sha256(registration)` and `passed_gate(registration)`.
 """
 
 from __future__ import annotations
@@ -13,36 +13,29 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import audit
 from ..errors import UnlearnopsError
+from ..evidence import Registration
 from ..fileio import atomic_dir, read_json, sha256_tree
-from ..registry import TAG_GATE, TAG_MODEL_SHA, RegisteredVersion, client, error_summary
-from .deployment import records_or_empty
+from ..registry import RegisteredVersion, client, error_summary
 
 # Files that carry a chat template in a Hugging Face directory (transformers 5 writes the .jinja one).
 CHAT_TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json")
 
 
-def expected_sha256(version: RegisteredVersion) -> str:
-    """The hash the version's files must have: the one answer `serve` trusts."""
-    expected = version.tags.get(TAG_MODEL_SHA)
-    if not expected:
-        raise UnlearnopsError(
-            f"{version.ref}: records no model hash (tag {TAG_MODEL_SHA}), so its files cannot be checked before "
-            "serving; register it again with `unlearnops register`"
-        )
-    return expected
+def expected_sha256(registration: Registration) -> str:
+    """The hash the version's files must have: the one answer `serve` trusts (the signed record's)."""
+    return registration.model_sha256
 
 
-def passed_gate(version: RegisteredVersion) -> bool:
-    """Whether the version passed its gate: the one answer `serve` trusts."""
-    return version.gate_passed
+def passed_gate(registration: Registration) -> bool:
+    """Whether the version passed its gate: the one answer `serve` trusts (the signed record's)."""
+    return registration.gate_passed
 
 
-def gate_refusal(ref: str, version: RegisteredVersion) -> str:
+def gate_refusal(ref: str, registration: Registration) -> str:
     return (
-        f"{ref}: model {version.name} version {version.version} did not pass the gate "
-        f"(tag {TAG_GATE}={version.tags.get(TAG_GATE)!r}); serve a version that passed, or rerun the pipeline"
+        f"{ref}: model {registration.name} version {registration.version} did not pass the gate (its signed "
+        f"registration record, seq {registration.seq}, says so); serve a version that passed, or rerun the pipeline"
     )
 
 
@@ -84,14 +77,13 @@ def registered_facts(version: RegisteredVersion) -> ModelFacts:
         return ModelFacts.of_dir(Path(scratch))
 
 
-def fetch_verified(version: RegisteredVersion, model_dir: Path, *, notify: Callable[[str], None] | None = None) -> str:
-    """Make `model_dir` hold exactly the registered files; return their sha256.
+def fetch_verified(version: RegisteredVersion, model_dir: Path, expected: str, *, notify: Callable[[str], None] | None = None) -> str:
+    """Make `model_dir` hold exactly the registered files (`expected`: the signed record's hash); return it.
 
     The directory vLLM will be handed is hashed every time: a cached copy that no longer matches
     the registered hash is downloaded again; a download that does not match is refused.
     """
     notify = notify or (lambda _line: None)
-    expected = expected_sha256(version)
     if model_dir.is_dir():
         if sha256_tree(model_dir) == expected:
             return expected
@@ -100,7 +92,7 @@ def fetch_verified(version: RegisteredVersion, model_dir: Path, *, notify: Calla
         notify(f"downloading {version.ref} into {model_dir}")
     with atomic_dir(model_dir) as staging:
         fetch_root = (staging / ".fetch").resolve()
-        fetched = Path(version.download(fetch_root)).resolve()
+        fetched = Path(version.download(fetch_root, expected)).resolve()
         if fetched != fetch_root and fetch_root not in fetched.parents:
             raise UnlearnopsError(f"{version.ref}: download landed outside {fetch_root}; report this bug")
         for child in list(fetched.iterdir()):  # the model's files at the top, where vLLM looks
@@ -112,18 +104,3 @@ def fetch_verified(version: RegisteredVersion, model_dir: Path, *, notify: Calla
                 "refusing to serve them (the artifact store was altered); restore the artifact or register the model again"
             )
     return expected
-
-
-def request_ids(version: RegisteredVersion, audit_log: audit.AuditLog) -> list[str]:
-    """The requests a version satisfies: its request-ids tag plus its version.registered records."""
-    ids = set(version.request_ids)
-    for record in records_or_empty(audit_log):
-        fields = record["fields"]
-        if (
-            record["event"] == audit.VERSION_REGISTERED
-            and str(fields.get("name")) == str(version.name)
-            and str(fields.get("version")) == str(version.version)
-        ):
-            ids |= audit.request_ids_of(fields)
-    return sorted(ids)
-

@@ -1,0 +1,486 @@
+"""The evidence layer: registry versions and signed audit records, written together, checked both ways.
+
+`unlearnops.registry` (MLflow) and `unlearnops.audit` (the signed log) never import each other;
+this package sits above both, so data flows one way. Everything that changes what is served, or
+what a version claims to satisfy, goes through `Evidence`:
+
+- `register(...)`: every check first (request ids recorded as validated, the gate report attested
+  by a signed `gate.decided` record for this very model, tags the registry can hold, the
+  registry being the one this log is bound to), then the MLflow version, its signed
+  `version.registered` record (name, version, model hash, gate report hash, requests and the
+  hashes of their validated data), the `audit_head` tag, the alias and its `alias.moved` record.
+  Each step is idempotent: a rerun after a crash completes the registration, never repeats it.
+- `registration(...)`: the signed record behind a version; `promote`, `serve` and
+  `gate --lineage` decide from it (gate decision, model hash, requests), never from a tag.
+- `verify()`: the log (records, signatures, witness checkpoint), then registry and log against
+  each other (crosscheck.py), naming every record, version or alias that disagrees.
+- The registry's identity: the log records which registry it was written with (`registry.bound`)
+  and the registry records the log's id, public key, fingerprint and latest checkpoint
+  (experiment tags); a tracking URI that points elsewhere is refused until the switch is
+  recorded (`bind_registry`, `unlearnops audit bind-registry --reason ...`).
+- Requests: one request id, one content (`receive_request`), the hashes of the validated data
+  (`request_validated`, snapshot.py), `close_request` with a recorded reason.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .. import audit, registry
+from ..audit import queries
+from ..errors import UnlearnopsError
+from ..fileio import canonical_json, sha256_bytes, sha256_file, sha256_tree
+from ..workspace import Workspace
+from . import snapshot
+from .crosscheck import cross_check
+from .tags import CHECKPOINT_TAG, FINGERPRINT_TAG, LOG_ID_TAG, PUBLIC_KEY_TAG, REGISTRY_ID_TAG
+
+ROLE_SOURCE, ROLE_UNLEARNED = "source", "unlearned"
+
+
+@dataclass(frozen=True)
+class Registration:
+    """What a signed `version.registered` record says about a version: what decisions read."""
+
+    name: str
+    version: str
+    seq: int
+    record_hash: str
+    model_sha256: str
+    gate_passed: bool
+    gate_report_sha256: str | None
+    role: str
+    request_ids: list[str]
+    request_data: dict[str, str]  # request id -> sha256 of its validated data snapshot
+    fp_model_sha256: str | None
+    source_version: str | None
+
+    @classmethod
+    def of(cls, record: dict) -> "Registration":
+        fields = record["fields"]
+        pairs = [str(item).partition("=") for item in fields.get("request_data") or ()]
+        return cls(
+            name=str(fields["name"]),
+            version=str(fields["version"]),
+            seq=record["seq"],
+            record_hash=record["hash"],
+            model_sha256=fields["model_sha256"],
+            gate_passed=fields["gate_passed"] is True,
+            gate_report_sha256=fields.get("gate_report_sha256"),
+            role=str(fields["role"]),
+            request_ids=sorted(audit.request_ids_of(fields)),
+            request_data={request_id: digest for request_id, _, digest in pairs if digest},
+            fp_model_sha256=fields.get("fp_model_sha256"),
+            source_version=fields.get("source_version"),
+        )
+
+
+def request_content_sha256(request) -> str:
+    """The request's content (every field, as validated), hashed: what 'the same request' means."""
+    return sha256_bytes(canonical_json(request.model_dump(mode="json")))
+
+
+class Evidence:
+    def __init__(self, workspace: Workspace, *, tracking_uri: str | None = None, log: audit.AuditLog | None = None):
+        self.workspace = workspace
+        self.tracking_uri = tracking_uri or registry.tracking_uri_for(workspace)
+        self.log = log or audit.AuditLog(workspace.audit_log)
+
+    # ---- reading the log -------------------------------------------------------------------------
+    def verified_records(self, *, action: str = "decide") -> list[dict]:
+        """The log's records, once the log verifies (records, signatures, witness); refused otherwise."""
+        result = self.log.verify()
+        if not result.ok:
+            raise UnlearnopsError(
+                f"the audit log {self.log.storage.location} does not verify ({result.reason}); refusing to {action} "
+                "on it: run `unlearnops audit verify`"
+            )
+        return self.log.records()
+
+    def registration(self, name: str, version: str | int, records: list[dict] | None = None) -> Registration:
+        """The signed registration record of `name` version `version` (exactly one, or refused)."""
+        records = self.verified_records() if records is None else records
+        found = [
+            r for r in records
+            if r["event"] == audit.VERSION_REGISTERED and str(r["fields"]["name"]) == name and str(r["fields"]["version"]) == str(version)
+        ]
+        if not found:
+            raise UnlearnopsError(
+                f"models:/{name}/{version}: no signed registration record in the audit log; it was created outside "
+                "unlearnops (or its record was removed), so nothing vouches for it: register it with `unlearnops register`"
+            )
+        if len(found) > 1:
+            raise UnlearnopsError(f"models:/{name}/{version}: {len(found)} registration records (seq {', '.join(str(r['seq']) for r in found)}); run `unlearnops audit verify`")
+        return Registration.of(found[0])
+
+    def resolve(self, ref: str) -> tuple[registry.RegisteredVersion, Registration]:
+        """The version a reference names and its signed registration record."""
+        self.check_registry(bind=False)
+        version = registry.resolve(ref, tracking_uri=self.tracking_uri)
+        return version, self.registration(version.name, version.version)
+
+    # ---- the registry's identity -----------------------------------------------------------------
+    def _bound_registry(self, records: list[dict]) -> dict | None:
+        bound = [r["fields"] for r in records if r["event"] == audit.REGISTRY_BOUND]
+        return bound[-1] if bound else None
+
+    def check_registry(self, *, bind: bool, records: list[dict] | None = None) -> None:
+        """Refuse a registry other than the one this log was written with; bind a fresh pair when `bind`."""
+        records = self.log.records() if records is None else records
+        bound = self._bound_registry(records)
+        identity = registry.read_identity(self.tracking_uri) if (bind or bound) else {}
+        registry_id = identity.get(REGISTRY_ID_TAG)
+        where = f"registry {registry.redact(self.tracking_uri)}"
+        fix = "point $MLFLOW_TRACKING_URI (or --tracking-uri) back at it, or record the switch with `unlearnops audit bind-registry --reason ...`"
+        if bound is not None:
+            if registry_id != bound["registry_id"]:
+                found = f"registry {registry_id}" if registry_id else "a registry unlearnops never used (new or replaced)"
+                raise UnlearnopsError(f"{where}: is {found}, but this workspace's audit log was written with registry {bound['registry_id']}; {fix}")
+            return
+        other_log = identity.get(LOG_ID_TAG)
+        log_id = self.log.log_id()
+        if other_log and log_id and other_log != log_id:
+            raise UnlearnopsError(
+                f"{where}: already holds the evidence of audit log {other_log}, not this workspace's log {log_id}; share one "
+                "audit log per registry (docs/audit.md), or record the switch with `unlearnops audit bind-registry --reason ...`"
+            )
+        if bind:
+            self._bind(identity, reason=None)
+
+    def bind_registry(self, reason: str) -> dict[str, Any]:
+        """Record, with a reason, that this log continues with the registry at the current tracking URI."""
+        records = self.verified_records(action="rebind the registry")
+        identity = registry.read_identity(self.tracking_uri)
+        previous = self._bound_registry(records)
+        return self._bind(identity, reason=reason, previous=previous["registry_id"] if previous else None)
+
+    def _bind(self, identity: dict[str, str], *, reason: str | None, previous: str | None = None) -> dict[str, Any]:
+        # The registry's identity is written before the record: a crash between the two leaves a
+        # registry that names this log, which the next check accepts and binds again (same id).
+        registry_id = identity.get(REGISTRY_ID_TAG) or uuid.uuid4().hex
+        key = self.log.signing_key().public
+        tags = {REGISTRY_ID_TAG: registry_id, PUBLIC_KEY_TAG: key.vkey, FINGERPRINT_TAG: key.fingerprint}
+        if log_id := self.log.log_id():
+            tags[LOG_ID_TAG] = log_id
+        registry.write_identity(self.tracking_uri, self.workspace.artifact_root, tags)
+        record = self.log.append(
+            audit.REGISTRY_BOUND, registry_id=registry_id, tracking_uri=registry.redact(self.tracking_uri)[:256],
+            previous_registry_id=previous, reason=reason,
+        )
+        self._anchor()
+        return {"registry_id": registry_id, "previous_registry_id": previous, "seq": record["seq"]}
+
+    def _anchor(self) -> None:
+        """Copy the log's latest signed checkpoint (and its id) into the registry: a second witness, on other storage."""
+        note = self.log.checkpoint_note()
+        if note:
+            tags = {CHECKPOINT_TAG: note}
+            if log_id := self.log.log_id():
+                tags[LOG_ID_TAG] = log_id
+            registry.write_identity(self.tracking_uri, self.workspace.artifact_root, tags)
+
+    # ---- registering -----------------------------------------------------------------------------
+    def register(
+        self,
+        *,
+        name: str,
+        run_id: str,
+        run_key: str,
+        model_sha256: str,
+        role: str = ROLE_UNLEARNED,
+        gate_report_sha256: str | None = None,
+        gate_passed: bool = True,
+        request_ids: list[str] = (),
+        request_data: dict[str, str] | None = None,
+        source_version: str | None = None,
+        fp_model_sha256: str | None = None,
+        metrics: dict[str, float] | None = None,
+        extra_tags: dict[str, str] | None = None,
+        alias: str = registry.CANDIDATE,
+    ) -> registry.RegisteredVersion:
+        """Register the run's `model/` artifact with its signed record (idempotent on `run_key`).
+
+        `request_data` maps each request id to the sha256 of its validated data snapshot.
+        """
+        request_ids = list(dict.fromkeys(request_ids))
+        request_data = dict(request_data or {})
+        records = self.verified_records(action="register")
+        self._check_requests_validated(request_ids, records)
+        tags = registry.version_tags(
+            role=role, model_sha256=model_sha256, gate_passed=gate_passed, request_ids=request_ids,
+            request_data={rid: {"corpus_sha256": digest, "location": f"data/{digest}"} for rid, digest in request_data.items()},
+            source_version=source_version, fp_model_sha256=fp_model_sha256, metrics=metrics, extra=extra_tags,
+        )
+        self.check_registry(bind=True, records=records)
+        # ---- the first write to the registry is below this line ----
+        version = registry.create_version(name, run_id=run_id, tags=tags, run_key=run_key, tracking_uri=self.tracking_uri)
+        existing = [
+            r for r in self.log.records()
+            if r["event"] == audit.VERSION_REGISTERED and str(r["fields"]["name"]) == name and str(r["fields"]["version"]) == version.version
+        ]
+        if existing:
+            record = existing[0]
+        else:
+            record = self.log.append(
+                audit.VERSION_REGISTERED, name=name, version=int(version.version), run_id=run_id, run_key=run_key,
+                model_sha256=model_sha256, gate_passed=gate_passed, gate_report_sha256=gate_report_sha256, role=role,
+                request_ids=request_ids, request_data=[f"{rid}={digest}" for rid, digest in sorted(request_data.items())],
+                source_version=source_version, fp_model_sha256=fp_model_sha256,
+            )
+        if version.tags.get(registry.TAG_AUDIT_HEAD) != record["hash"]:
+            registry.set_version_tag(name, version.version, registry.TAG_AUDIT_HEAD, record["hash"], tracking_uri=self.tracking_uri)
+        # The alias is moved once, at registration: a rerun of the same request must not pull
+        # @candidate back from a newer version. TAG_REGISTERED_ALIAS marks that step as done.
+        if registry.TAG_REGISTERED_ALIAS not in version.tags:
+            self._move_alias(name, version.version, alias)
+            registry.set_version_tag(name, version.version, registry.TAG_REGISTERED_ALIAS, alias, tracking_uri=self.tracking_uri)
+        self._anchor()
+        return registry.resolve(f"{name}/{version.version}", tracking_uri=self.tracking_uri)
+
+    def register_source(self, model_dir: Path | str, *, name: str = registry.SOURCE_MODEL_NAME, metrics: dict[str, float] | None = None) -> registry.RegisteredVersion:
+        """Register a baseline (the bench target) as `name`@production, once.
+
+        Its gate decision is "passed" by definition (it is the baseline unlearning starts from) and
+        its role "source"; it satisfies no forget request.
+        """
+        model_dir = Path(model_dir)
+        try:
+            return registry.resolve(f"{name}@{registry.PRODUCTION}", tracking_uri=self.tracking_uri)
+        except UnlearnopsError:
+            pass
+        model_sha = sha256_tree(model_dir)
+        self.verified_records(action="register")
+        self.check_registry(bind=True)
+        run_id = registry.log_model_run(
+            model_dir, tracking_uri=self.tracking_uri, artifact_root=self.workspace.artifact_root,
+            run_name=f"register source {name}", params={"source_dir": str(model_dir)},
+        )
+        return self.register(
+            name=name, run_id=run_id, run_key=f"source:{model_sha}", model_sha256=model_sha, role=ROLE_SOURCE,
+            metrics=metrics, alias=registry.PRODUCTION,
+        )
+
+    def register_gated(self, model_dir: Path | str, *, name: str, gate_report: Path | str, request_ids: list[str] = ()) -> registry.RegisteredVersion:
+        """`unlearnops register`: a model gated outside the pipeline, accepted only on signed evidence.
+
+        Every check runs before the first write: the report's hash must be in a signed
+        `gate.decided` record that passed for this very model directory, and each request id
+        must have been recorded as validated.
+        """
+        from ..modeling import check_model_dir
+
+        model_dir, gate_report = Path(model_dir), Path(gate_report)
+        check_model_dir(model_dir)
+        request_ids = list(dict.fromkeys(request_ids))
+        for request_id in request_ids:
+            registry.request_tag(request_id)
+        records = self.verified_records(action="register")
+        report_sha = sha256_file(gate_report) if gate_report.is_file() else None
+        if report_sha is None:
+            raise UnlearnopsError(f"--gate-report {gate_report}: file not found")
+        model_sha = sha256_tree(model_dir)
+        self._check_gate_attested(gate_report, report_sha, model_sha, records)
+        self._check_requests_validated(request_ids, records)
+        request_data = self._validated_data(request_ids, records)
+        self.check_registry(bind=True, records=records)
+        run_id = registry.log_model_run(
+            model_dir, tracking_uri=self.tracking_uri, artifact_root=self.workspace.artifact_root,
+            run_name=f"register {name}", params={"gate_report_sha256": report_sha},
+        )
+        return self.register(
+            name=name, run_id=run_id, run_key=f"manual:{model_sha}:{report_sha}", model_sha256=model_sha,
+            gate_report_sha256=report_sha, request_ids=request_ids, request_data=request_data,
+        )
+
+    def _check_gate_attested(self, path: Path, report_sha: str, model_sha: str, records: list[dict]) -> None:
+        gates = [r for r in records if r["event"] == audit.GATE_DECIDED and r["fields"]["gate_report_sha256"] == report_sha]
+        if not gates:
+            raise UnlearnopsError(
+                f"--gate-report {path}: no signed gate.decided record in the audit log has this report's sha256 "
+                f"({report_sha[:12]}…): only a report written by `unlearnops gate --model DIR --out DIR` (or `run`) is accepted; "
+                "nothing registered"
+            )
+        record = gates[-1]
+        if record["fields"]["passed"] is not True:
+            raise UnlearnopsError(f"--gate-report {path}: the gate failed (record {record['seq']}); nothing registered")
+        gated_model = record["fields"].get("model_sha256")
+        if gated_model is None:
+            raise UnlearnopsError(
+                f"--gate-report {path}: the gate (record {record['seq']}) was run on metrics, not on a model directory, so it "
+                "vouches for no model; gate the model with `unlearnops gate --model DIR --out DIR`; nothing registered"
+            )
+        if gated_model != model_sha:
+            raise UnlearnopsError(
+                f"--model: its files (sha256 {model_sha[:12]}…) are not the model this gate report passed "
+                f"({gated_model[:12]}…, record {record['seq']}); nothing registered"
+            )
+
+    @staticmethod
+    def _check_requests_validated(request_ids: list[str], records: list[dict]) -> None:
+        validated = {r["fields"]["request_id"] for r in records if r["event"] == audit.REQUEST_VALIDATED}
+        unknown = [request_id for request_id in request_ids if request_id not in validated]
+        if unknown:
+            raise UnlearnopsError(
+                f"--request-id {unknown[0]}: no signed record says this request was validated (run it with `unlearnops run "
+                "--request FILE`); a version can only claim requests the log shows were received and validated; nothing registered"
+            )
+
+    @staticmethod
+    def _validated_data(request_ids: list[str], records: list[dict]) -> dict[str, str]:
+        latest: dict[str, str] = {}
+        for record in records:
+            if record["event"] == audit.REQUEST_VALIDATED and record["fields"].get("data_sha256"):
+                latest[record["fields"]["request_id"]] = record["fields"]["data_sha256"]
+        return {request_id: latest[request_id] for request_id in request_ids if request_id in latest}
+
+    # ---- aliases ---------------------------------------------------------------------------------
+    def promote(self, ref: str, *, alias: str = registry.PRODUCTION) -> registry.RegisteredVersion:
+        """Point `alias` at a version whose signed registration record says its gate passed."""
+        records = self.verified_records(action="promote")
+        self.check_registry(bind=False, records=records)
+        target = registry.resolve(ref, tracking_uri=self.tracking_uri)
+        registration = self.registration(target.name, target.version, records)
+        if not registration.gate_passed:
+            raise UnlearnopsError(
+                f"{target.ref}: its signed registration record (seq {registration.seq}) says its gate did not pass; only a "
+                "version that passed its release gate can be promoted (run the request again with a policy it meets)"
+            )
+        self._move_alias(target.name, target.version, alias)
+        self._anchor()
+        return registry.resolve(f"{target.name}/{target.version}", tracking_uri=self.tracking_uri)
+
+    def _move_alias(self, name: str, version: str, alias: str) -> None:
+        """Move the alias and record it; the record's previous_version is what the log last said."""
+        moves = [r["fields"] for r in self.log.records() if r["event"] == audit.ALIAS_MOVED and r["fields"]["name"] == name and r["fields"]["alias"] == alias]
+        logged = str(moves[-1]["version"]) if moves else None
+        registry.set_alias(name, alias, version, tracking_uri=self.tracking_uri)
+        if logged != str(version):
+            self.log.append(
+                audit.ALIAS_MOVED, name=name, alias=alias, version=int(version),
+                previous_version=int(logged) if logged is not None else None,
+            )
+
+    # ---- requests --------------------------------------------------------------------------------
+    def receive_request(self, request, *, request_sha256: str | None = None, supersede: bool = False) -> dict:
+        """Record `request.received`; a request id already received with other content is refused.
+
+        With `supersede`, the new content replaces the old and the log says so
+        (`request.superseded`, both content hashes). A retry of the same content is the same request.
+        """
+        content = request_content_sha256(request)
+        records = self.log.records()
+        earlier = [
+            r["fields"].get("request_content_sha256") for r in records
+            if r["event"] == audit.REQUEST_RECEIVED and r["fields"]["request_id"] == request.request_id
+        ]
+        if earlier and earlier[-1] != content:
+            if not supersede:
+                raise UnlearnopsError(
+                    f"request_id {request.request_id}: already received with different content (sha256 "
+                    f"{str(earlier[-1])[:12]}…, now {content[:12]}…); give the new request its own request_id, or pass "
+                    "--supersede to record that it replaces the earlier one; nothing recorded"
+                )
+            self.log.append(
+                audit.REQUEST_SUPERSEDED, request_id=request.request_id, previous_content_sha256=earlier[-1],
+                request_content_sha256=content,
+            )
+        return self.log.append(
+            audit.REQUEST_RECEIVED, request_id=request.request_id, request_sha256=request_sha256,
+            request_content_sha256=content, received_at=request.received_at.isoformat(), deadline=request.deadline.isoformat(),
+        )
+
+    def request_validated(self, request, snapshot, *, data_files: dict[str, str], request_sha256: str | None = None) -> dict:
+        """Record the validated data: the snapshot's hash and location, and each file validation read."""
+        listed = [f"{label}={digest}" if len(label) < 190 else f"{sha256_bytes(label.encode())}={digest}" for label, digest in sorted(data_files.items())]
+        return self.log.append(
+            audit.REQUEST_VALIDATED, request_id=request.request_id, request_sha256=request_sha256,
+            request_content_sha256=request_content_sha256(request), data_sha256=snapshot.sha256,
+            data_location=snapshot.location, data_files=listed,
+        )
+
+    def close_request(self, request_id: str, reason: str) -> dict:
+        """Close a received request that will not be satisfied (e.g. its runs failed), with a recorded reason."""
+        reason = reason.strip()
+        if not reason or "\n" in reason or len(reason) > audit.MAX_VALUE_CHARS:
+            raise UnlearnopsError(f"--reason: give one line of at most {audit.MAX_VALUE_CHARS} characters (an id or a short reason, never the forgotten text)")
+        records = self.verified_records(action="close a request")
+        entry = queries.requests(records).get(request_id)
+        if entry is None:
+            raise UnlearnopsError(f"--request {request_id}: no request.received record has this id; check it with `unlearnops audit status`")
+        if entry.state == "closed":
+            raise UnlearnopsError(f"--request {request_id}: already closed ({entry.reason})")
+        return self.log.append(audit.REQUEST_CLOSED, request_id=request_id, reason=reason)
+
+    def gate_decided(self, *, passed: bool, report: Path, model_sha256: str | None, run_id: str | None = None, request_id: str | None = None) -> dict:
+        """Record a gate decision: the report's sha256 and the model it was measured on."""
+        return self.log.append(
+            audit.GATE_DECIDED, passed=passed, gate_report_sha256=sha256_file(report), model_sha256=model_sha256,
+            run_id=run_id, request_id=request_id,
+        )
+
+    # ---- lineage ---------------------------------------------------------------------------------
+    def forget_sets(self, ref: str) -> list[tuple[str, Path | None, str | None]]:
+        """(request id, forget corpus, problem) for every request a version's signed record claims."""
+        _, registration = self.resolve(ref)
+        return [(rid, taken.corpus if taken else None, problem) for rid, taken, problem in self.validated_data(registration)]
+
+    def validated_data(self, registration: Registration) -> list[tuple[str, Any, str | None]]:
+        """(request id, its validated data snapshot, problem) for every request a registration claims.
+
+        The snapshot is found in this workspace by the hash in the signed record and re-checked;
+        the problem says why it cannot be re-checked (the gate fails such a request, never skips it).
+        """
+        found = []
+        for request_id in registration.request_ids:
+            digest = registration.request_data.get(request_id)
+            if digest is None:
+                found.append((request_id, None, f"models:/{registration.name}/{registration.version}'s registration record names no validated data for request {request_id}"))
+                continue
+            try:
+                taken = snapshot.load(self.workspace, digest)
+                taken.check()
+            except UnlearnopsError as err:
+                found.append((request_id, None, f"request {request_id}: {err}"))
+                continue
+            found.append((request_id, taken, None))
+        return found
+
+    # ---- verification ----------------------------------------------------------------------------
+    def verify(self, *, check_registry: bool = True) -> audit.VerifyResult:
+        """The log, its witness and the registry's checkpoint, then registry and log both ways."""
+        use_registry = check_registry and self._registry_in_play()
+        identity = registry.read_identity(self.tracking_uri) if use_registry else {}
+        note = identity.get(CHECKPOINT_TAG)
+        result = self.log.verify([(f"checkpoint in registry {registry.redact(self.tracking_uri)}", note)] if note else [])
+        if use_registry and result.ok:
+            cross_check(self, self.log.records(), identity, result)
+        return result
+
+    def _registry_in_play(self) -> bool:
+        """A registry to cross-check: one that exists, or one the log says it was written with."""
+        if registry.store_exists(self.tracking_uri):
+            return True
+        try:
+            return self._bound_registry(self.log.records()) is not None
+        except UnlearnopsError:
+            return False
+
+    def bundle(self, request_id: str, *, check_registry: bool = True) -> dict[str, Any]:
+        """One request's sealed evidence bundle (audit.queries.bundle) with the full verification.
+
+        A log that does not verify still gets a bundle: it records the failure.
+        """
+        verification = self.verify(check_registry=check_registry)
+        try:
+            records = self.log.records()
+        except UnlearnopsError:
+            records = []  # a line that is not a record: the bundle carries the failed verification
+        if records and not queries.lineage(records, request_id).records:
+            raise UnlearnopsError(f"--request {request_id}: no record in {self.log.storage.location} names this request; check the id")
+        return queries.bundle(
+            records, request_id, location=self.log.storage.location, verification=verification.to_dict(),
+            checkpoint_note=self.log.checkpoint_note(),
+        )
