@@ -10,12 +10,15 @@ Tests copy nothing they change back: the ones that tamper work on copies or rest
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 from filelock import FileLock
 
 from helpers import write_bench_request
@@ -36,6 +39,43 @@ class EvidenceWorkspace:
 
     def env(self) -> dict[str, str]:
         return {"UNLEARNOPS_HOME": str(self.root)}
+
+
+@pytest.fixture(scope="module")
+def evidence(tmp_path_factory, tiny_bench) -> EvidenceWorkspace:
+    return evidence_workspace(tmp_path_factory, tiny_bench)
+
+
+@pytest.fixture
+def env(evidence, monkeypatch) -> EvidenceWorkspace:
+    """The evidence workspace as the CLI's workspace, with no registry or API key from the caller's shell."""
+    monkeypatch.setenv("UNLEARNOPS_HOME", str(evidence.root))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("UNLEARNOPS_API_KEY", raising=False)
+    return evidence
+
+
+def record_deployment(evidence: EvidenceWorkspace, port: int, *, key: str | None = None) -> dict:
+    """A deployment.started of `evidence.version` at 127.0.0.1:port, with the fields `unlearnops serve` records."""
+    from unlearnops import audit, serve
+
+    served = serve.served_model_name(evidence.name, evidence.version)  # what serve names it, whatever the server says
+    command = serve.build_vllm_command(evidence.registered_dir, served, "127.0.0.1", port, key, None, vllm_python=sys.executable)
+    fields = serve.Deployment(evidence.name, evidence.version, [FIRST]).started_fields(command, served)
+    return audit.AuditLog(evidence.root / "audit.jsonl").append(audit.DEPLOYMENT_STARTED, **fields)["fields"]
+
+
+@contextlib.contextmanager
+def deployed(evidence: EvidenceWorkspace, port: int, *, key: str | None = None):
+    """record_deployment, then its deployment.stopped when the block ends."""
+    from unlearnops import audit
+
+    started = record_deployment(evidence, port, key=key)
+    try:
+        yield started
+    finally:
+        audit.AuditLog(evidence.root / "audit.jsonl").append(audit.DEPLOYMENT_STOPPED, deployment_id=started["deployment_id"],
+                                                              reason="test finished")
 
 
 def evidence_workspace(tmp_path_factory, tiny_bench: Path) -> EvidenceWorkspace:

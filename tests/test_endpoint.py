@@ -9,47 +9,18 @@ not satisfy are refused with nothing recorded. The vLLM case is tests/test_serve
 
 from __future__ import annotations
 
-import contextlib
 import json
-import sys
 
 import pytest
 
-from evidence_workspace import FIRST, SECOND, evidence_workspace
+from evidence_workspace import FIRST, SECOND, deployed, env, evidence  # noqa: F401  (fixtures)
 from openai_server import CompletionServer
-from unlearnops import audit, serve
+from unlearnops import audit
 from unlearnops.endpoint import target
 from unlearnops.fileio import sha256_file
 
 pytestmark = pytest.mark.slow
 KEY = "endpoint-test-key-0123456789"
-
-
-@pytest.fixture(scope="module")
-def evidence(tmp_path_factory, tiny_bench):
-    return evidence_workspace(tmp_path_factory, tiny_bench)
-
-
-@pytest.fixture
-def env(evidence, monkeypatch):
-    monkeypatch.setenv("UNLEARNOPS_HOME", str(evidence.root))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("UNLEARNOPS_API_KEY", raising=False)
-    return evidence
-
-
-@contextlib.contextmanager
-def deployed(evidence, server: CompletionServer, *, key: str | None = KEY):
-    """deployment.started / .stopped around a server, with the fields `unlearnops serve` records."""
-    log = audit.AuditLog(evidence.root / "audit.jsonl")
-    served = serve.served_model_name(evidence.name, evidence.version)  # what serve names it, whatever the server says
-    command = serve.build_vllm_command(evidence.registered_dir, served, "127.0.0.1", server.port, key, None, vllm_python=sys.executable)
-    deployment = serve.Deployment(evidence.name, evidence.version, [FIRST])
-    started = log.append(audit.DEPLOYMENT_STARTED, **deployment.started_fields(command, served))
-    try:
-        yield started["fields"]
-    finally:
-        log.append(audit.DEPLOYMENT_STOPPED, deployment_id=deployment.deployment_id, reason="test finished")
 
 
 def _records(evidence, event: str) -> list[dict]:
@@ -58,7 +29,7 @@ def _records(evidence, event: str) -> list[dict]:
 
 def test_a_server_of_the_registered_model_is_verified_and_recorded(env, cli):
     served = f"{env.name}/{env.version}"
-    with CompletionServer(env.registered_dir, served, api_key=KEY) as server, deployed(env, server) as deployment:
+    with CompletionServer(env.registered_dir, served, api_key=KEY) as server, deployed(env, server.port, key=KEY) as deployment:
         result = cli("verify-endpoint", "--url", server.url, "--request", FIRST, "--api-key", KEY, "--concurrency", "8", "--json")
     assert result.exit_code == 0, result.stderr
     document = json.loads(result.stdout)
@@ -90,7 +61,7 @@ def test_a_server_of_the_registered_model_is_verified_and_recorded(env, cli):
 
 def test_another_model_under_the_same_served_name_is_a_mismatch(env, cli):
     served = f"{env.name}/{env.version}"
-    with CompletionServer(env.bench / "target", served, api_key=KEY) as server, deployed(env, server):
+    with CompletionServer(env.bench / "target", served, api_key=KEY) as server, deployed(env, server.port, key=KEY):
         result = cli("verify-endpoint", "--url", server.url, "--api-key", KEY, "--json")
     assert result.exit_code == 1 and result.stdout, result.stderr
     document = json.loads(result.stdout)
@@ -101,7 +72,7 @@ def test_another_model_under_the_same_served_name_is_a_mismatch(env, cli):
 
 
 def test_a_server_that_serves_another_name_is_a_mismatch_without_measuring(env, cli):
-    with CompletionServer(env.registered_dir, "someone-else/1", api_key=KEY) as server, deployed(env, server):
+    with CompletionServer(env.registered_dir, "someone-else/1", api_key=KEY) as server, deployed(env, server.port, key=KEY):
         result = cli("verify-endpoint", "--url", server.url, "--api-key", KEY, "--json")
     assert result.exit_code == 1
     document = json.loads(result.stdout)
@@ -112,7 +83,7 @@ def test_a_server_that_serves_another_name_is_a_mismatch_without_measuring(env, 
 def test_a_server_without_prompt_logprobs_is_refused_unless_privleak_is_skipped(env, cli):
     served = f"{env.name}/{env.version}"
     log = env.root / "audit.jsonl"
-    with CompletionServer(env.registered_dir, served, api_key=KEY, logprobs=False) as server, deployed(env, server):
+    with CompletionServer(env.registered_dir, served, api_key=KEY, logprobs=False) as server, deployed(env, server.port, key=KEY):
         before = log.read_bytes()
         refused = cli("verify-endpoint", "--url", server.url, "--api-key", KEY)
         assert refused.exit_code == 1 and "--skip privleak" in refused.stderr
@@ -127,7 +98,7 @@ def test_a_server_without_prompt_logprobs_is_refused_unless_privleak_is_skipped(
 def test_refusals_name_the_cause_and_record_nothing(env, cli):
     served = f"{env.name}/{env.version}"
     log = env.root / "audit.jsonl"
-    with CompletionServer(env.registered_dir, served, api_key=KEY) as server, deployed(env, server) as deployment:
+    with CompletionServer(env.registered_dir, served, api_key=KEY) as server, deployed(env, server.port, key=KEY) as deployment:
         before = log.read_bytes()
         no_key = cli("verify-endpoint", "--url", server.url)
         assert no_key.exit_code == 1 and "401" in no_key.stderr and "--api-key" in no_key.stderr

@@ -17,8 +17,7 @@ import sys
 
 import pytest
 
-from evidence_workspace import FIRST, REFUSED, evidence_workspace
-from unlearnops import audit, serve
+from evidence_workspace import FIRST, REFUSED, env, evidence, record_deployment  # noqa: F401  (fixtures)
 from unlearnops.report import find_chromium
 
 pytestmark = pytest.mark.slow
@@ -29,30 +28,14 @@ needs_chromium = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def evidence(tmp_path_factory, tiny_bench):
-    return evidence_workspace(tmp_path_factory, tiny_bench)
-
-
-@pytest.fixture
-def env(evidence, monkeypatch):
-    monkeypatch.setenv("UNLEARNOPS_HOME", str(evidence.root))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    return evidence
-
-
-@pytest.fixture(scope="module")
 def verified(evidence):
     """A verification of an endpoint serving the registered model, recorded in the log (as verify-endpoint does)."""
     from openai_server import CompletionServer
     from unlearnops.endpoint import verify_endpoint
     from unlearnops.workspace import Workspace
 
-    log = audit.AuditLog(evidence.root / "audit.jsonl")
     with CompletionServer(evidence.registered_dir, f"{evidence.name}/{evidence.version}") as server:
-        command = serve.build_vllm_command(evidence.registered_dir, server.served_name, "127.0.0.1", server.port, None, None,
-                                           vllm_python=sys.executable)
-        deployment = serve.Deployment(evidence.name, evidence.version, [FIRST])
-        log.append(audit.DEPLOYMENT_STARTED, **deployment.started_fields(command, server.served_name))
+        record_deployment(evidence, server.port)  # left live: the report shows the request satisfied by a served model
         result = verify_endpoint(Workspace(evidence.root), server.url, request_id=FIRST)
     assert result.passed
     return result

@@ -115,7 +115,7 @@ def _request(records: list[dict], received: list[dict], request_id: str, own: pr
         "request_id": request_id,
         "request_sha256": first["fields"].get("request_sha256"),
         "recorded": first["timestamp"],
-        "received_at": (digest or {}).get("received_at"),
+        "received_at": first["fields"].get("received_at") or (digest or {}).get("received_at"),
         "deadline": first["fields"].get("deadline") or (digest or {}).get("deadline"),
         "legal_basis": (digest or {}).get("legal_basis"),
         "legal_reference": None,
@@ -329,4 +329,5 @@ def parse_time(text: str) -> datetime:
 
 
 def _audit_summary(verification: dict[str, Any]) -> dict[str, Any]:
-    return {**verification, "anchored": bool(verification.get("versions_checked"))}
+    summary = {"key_fingerprint": None, "checkpoint": None, **verification, "anchored": bool(verification.get("versions_checked"))}
+    return summary

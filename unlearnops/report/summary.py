@@ -56,8 +56,9 @@ def summarise(report: RequestReport) -> list[Sentence]:
     sentences += _later_sentences(report)
     sentences += _endpoint_sentences(report)
     if report.audit.get("ok"):
-        anchors = f", cross-checked against {report.audit['versions_checked']} registered model version(s)" if report.audit.get("anchored") else ""
-        sentences.append(Sentence(f"The audit log verifies: {report.audit['checked']} records, none edited, removed or reordered{anchors}."))
+        signed = ", signed, and matching its checkpoint kept outside the workspace" if report.audit.get("checkpoint") else ""
+        anchors = f"; the registry agrees with it on {report.audit['versions_checked']} model version(s)" if report.audit.get("anchored") else ""
+        sentences.append(Sentence(f"The audit log verifies: {report.audit['checked']} records, none edited, removed or reordered{signed}{anchors}."))
     return sentences
 
 
