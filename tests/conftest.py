@@ -30,6 +30,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import session_bench
+
 # tests/data holds inputs, among them the worked example of a metric and its test (run by test_metrics.py
 # in a copy of the package that has the metric): not part of this suite.
 collect_ignore = ["data"]
@@ -73,11 +75,5 @@ def tiny_bench(tmp_path_factory) -> Path:
 
     Set UNLEARNOPS_TEST_BENCH to a prebuilt tiny bench to skip the build while iterating.
     """
-    prebuilt = os.environ.get("UNLEARNOPS_TEST_BENCH")
-    if prebuilt:
-        return Path(prebuilt)
-    from unlearnops.bench import build_bench
+    return session_bench(tmp_path_factory, "tiny", "UNLEARNOPS_TEST_BENCH")
 
-    out = tmp_path_factory.mktemp("bench") / "tiny"
-    build_bench(out, seed=0, size="tiny", show_progress=False)
-    return out

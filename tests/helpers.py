@@ -67,6 +67,20 @@ def write_bench_request(path: Path, request_id: str, *, model: str = "models:/un
     return path
 
 
+def session_bench(tmp_path_factory, size: str, prebuilt_env: str) -> Path:
+    """The bench of this size at $prebuilt_env if set, else built (seed 0) in the session's temporary directory."""
+    import os
+
+    prebuilt = os.environ.get(prebuilt_env)
+    if prebuilt:
+        return Path(prebuilt)
+    from unlearnops.bench import build_bench
+
+    out = tmp_path_factory.mktemp("bench") / size
+    build_bench(out, seed=0, size=size, show_progress=False)
+    return out
+
+
 def package_with_metric(dst: Path, module: Path) -> Path:
     """A copy of the unlearnops package with one more metric module in unlearnops/metrics/; put
     the returned directory first on PYTHONPATH (a subprocess) to use it."""

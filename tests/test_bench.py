@@ -113,7 +113,7 @@ def test_cli_rejects_unknown_size(cli, workspace):
     result = cli("bench", "build", "--size", "huge", "--json")
     assert result.exit_code in (1, 2)
     assert "--size" in result.stderr and "tiny" in result.stderr
-    assert result.stdout == ""
+    assert json.loads(result.stdout)["exit_code"] == result.exit_code  # --json: the error object on stdout
 
 
 # ---- the tiny build (trains two models) --------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -66,4 +67,4 @@ def test_cli_reports_a_missing_source_in_one_line(cli, workspace, tmp_path):
     result = cli("bench", "build", "--size", "tiny", "--source", str(tmp_path / "nowhere"), "--out", str(tmp_path / "b"), "--json")
     assert result.exit_code == 1
     assert "nowhere" in result.stderr and "Traceback" not in result.stderr
-    assert result.stdout == "" and not (tmp_path / "b").exists()
+    assert "nowhere" in json.loads(result.stdout)["error"] and not (tmp_path / "b").exists()  # --json: the error object

@@ -286,7 +286,8 @@ def test_cli_bad_input_is_one_line_error(cli, tiny, corpus_dir, tmp_path, case, 
     result = cli("evaluate", "--model", model, "--corpus", corpus, "--json")
     assert result.exit_code == 1
     assert expected in result.stderr and result.stderr.startswith("error:")
-    assert "Traceback" not in result.stderr and result.stdout == ""
+    assert "Traceback" not in result.stderr
+    assert expected in json.loads(result.stdout)["error"]  # --json: the error object on stdout
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,7 @@ import pytest
 
 from helpers import save_tiny_llama
 from unlearnops.corpus import QA, Corpus, VerbmemItem
+from unlearnops.fileio import OUTPUT_MARKER
 from unlearnops.unlearn import UnlearnConfig, unlearn
 
 NAMES = ["Ada Voss", "Bruno Kel", "Cleo Marr", "Dario Fenn", "Elena Tsu", "Farid Olm", "Greta Pell", "Hugo Brandt"]
@@ -88,7 +89,7 @@ def test_outputs_layout_and_train_json(micro, tmp_path):
 
     out = tmp_path / "out"
     record = _run(micro, out, epochs=2, max_steps=None)
-    assert sorted(p.name for p in out.iterdir()) == ["adapter", "model", "train.json"]
+    assert sorted(p.name for p in out.iterdir()) == [OUTPUT_MARKER, "adapter", "model", "train.json"]  # the marker: fileio.atomic_dir
     assert {"adapter_config.json", "adapter_model.safetensors"} <= {p.name for p in (out / "adapter").iterdir()}
     assert json.loads((out / "train.json").read_text()) == json.loads(json.dumps(record))
     assert [entry["epoch"] for entry in record["epochs"]] == [1, 2]

@@ -49,7 +49,11 @@ class Corpus:
     def load(cls, root: Path | str) -> "Corpus":
         """Load every file that is present; `require` checks what a command needs."""
         root = Path(root)
-        if not root.is_dir():
+        try:
+            is_dir = root.is_dir()
+        except OSError as err:  # a name too long, a loop of links: name the path and why, not "disk full"
+            raise UnlearnopsError(f"corpus {root}: cannot be read ({err.strerror or err}); check the path") from None
+        if not is_dir:
             raise UnlearnopsError(f"corpus {root}: not a directory; pass a MUSE-layout corpus (raw/, verbmem/, knowmem/, privleak/)")
         corpus = cls(root=root)
         for split in RAW_SPLITS:

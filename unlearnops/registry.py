@@ -94,9 +94,15 @@ def redact(uri: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
-def tracking_uri_for(workspace) -> str:
-    """$MLFLOW_TRACKING_URI if set (a team server), else the workspace's sqlite database."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or workspace.tracking_uri
+def tracking_uri_for(workspace, *, create: bool = True) -> str:
+    """$MLFLOW_TRACKING_URI if set (a team server), else the workspace's sqlite database.
+
+    create=False names the workspace's store without creating it: commands that only read (audit
+    verify/show/status/export) must not leave a new, empty registry behind.
+    """
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    return workspace.tracking_uri if create else f"sqlite:///{workspace.tracking_db}"
 
 
 def _quiet_mlflow() -> None:
@@ -395,7 +401,10 @@ def create_version(name: str, *, run_id: str, tags: dict[str, str], run_key: str
     try:
         mlflow_client.get_registered_model(name)
     except Exception:
-        mlflow_client.create_registered_model(name, description="Quantized models produced by unlearnops, one version per forget request.")
+        try:
+            mlflow_client.create_registered_model(name, description="Quantized models produced by unlearnops, one version per forget request.")
+        except Exception:  # on a shared server another engineer's run may have created it first
+            mlflow_client.get_registered_model(name)
     created = mlflow_client.create_model_version(
         name, source=f"runs:/{run_id}/{MODEL_ARTIFACT}", run_id=run_id, tags={**tags, TAG_RUN_KEY: run_key}
     )

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import write_bench_request
+from helpers import session_bench, write_bench_request
 from unlearnops.audit import AuditLog
 
 REPO = Path(__file__).resolve().parents[2]
@@ -36,6 +36,15 @@ REQUEST_ID = "reliability-0001"
 SOURCE_NAME = "unlearnops-bench"
 STAGE_TIMEOUT_S = 900  # a shared 2-core machine can be several times slower than CI
 POLL_S = 0.02
+
+
+@pytest.fixture(scope="session")
+def default_bench(tmp_path_factory) -> Path:
+    """The `--size default` bench, built once per session (3-6 minutes on 2 cores); the examples name it.
+
+    Set UNLEARNOPS_TEST_DEFAULT_BENCH to a prebuilt default bench to skip the build while iterating.
+    """
+    return session_bench(tmp_path_factory, "default", "UNLEARNOPS_TEST_DEFAULT_BENCH")
 
 
 def unlearnops_exe() -> str:
@@ -96,7 +105,7 @@ def start(name: str, args: list[str], *, env: dict[str, str], logs: Path) -> Pro
     return Proc(name, popen, stdout, stderr)
 
 
-def kill_when(proc: Proc, ready: Callable[[], bool], what: str) -> None:
+def kill_when(proc: Proc, ready: Callable[[], bool], what: str, *, poll: float = POLL_S) -> None:
     """SIGKILL `proc` as soon as `ready()` holds; fail if it exits first."""
     deadline = time.monotonic() + STAGE_TIMEOUT_S
     while not ready():
@@ -105,7 +114,7 @@ def kill_when(proc: Proc, ready: Callable[[], bool], what: str) -> None:
         if time.monotonic() > deadline:
             proc.kill()
             raise AssertionError(f"{proc.name}: no sign of {what} after {STAGE_TIMEOUT_S} s")
-        time.sleep(POLL_S)
+        time.sleep(poll)
     proc.kill()
 
 

@@ -22,7 +22,9 @@ def test_of_two_runs_started_together_one_runs_and_the_other_is_refused_clearly(
     assert sorted(by_code) == [0, 1], {code: proc.err[-2000:] for code, proc in by_code.items()}
     refused = by_code[1]
     assert "another `unlearnops run` is using this workspace" in refused.err and "--wait" in refused.err
-    assert "Traceback" not in refused.err and refused.out == ""
+    assert "Traceback" not in refused.err
+    error = json.loads(refused.out)  # --json: the error object on stdout, for a CI job parsing it
+    assert "another `unlearnops run`" in error["error"] and error["exit_code"] == 1
     assert json.loads(by_code[0].out)["version"]["request_ids"] == [REQUEST_ID]
 
 

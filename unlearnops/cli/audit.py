@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from ..errors import error_document
 from .options import JsonOpt, WorkspaceOpt
 from .output import emit, err_console, out_console, table
 
@@ -33,11 +34,14 @@ def register(app: typer.Typer) -> None:
     app.add_typer(audit_app)
 
 
-def _evidence(workspace: Path | None):
+def _evidence(workspace: Path | None, *, create_store: bool = False):
+    """The workspace's evidence; only commands that write to the registry create its store."""
     from ..evidence import Evidence
+    from ..registry import tracking_uri_for
     from ..workspace import Workspace
 
-    return Evidence(Workspace.resolve(workspace))
+    resolved = Workspace.resolve(workspace)
+    return Evidence(resolved, tracking_uri=tracking_uri_for(resolved, create=create_store))
 
 
 def _verified(evidence, check_registry: bool, as_json: bool) -> None:
@@ -46,7 +50,8 @@ def _verified(evidence, check_registry: bool, as_json: bool) -> None:
     if result.ok:
         return
     if as_json:
-        emit({"ok": False, "log": evidence.log.storage.location, "verification": result.to_dict()}, True, lambda: None)
+        document = {"ok": False, "log": evidence.log.storage.location, "verification": result.to_dict()}
+        emit(error_document(f"the audit log does not verify: {result.reason}", field="audit log", **document), True, lambda: None)
     _print_failure(result, err_console)
     err_console.print("[bold red]the audit log does not verify: nothing it says can be relied on until this is resolved[/]", highlight=False)
     raise typer.Exit(1)
@@ -67,6 +72,8 @@ def verify_command(workspace: WorkspaceOpt = None, registry: RegistryCheckOpt = 
     evidence = _evidence(workspace)
     result = evidence.verify(check_registry=registry)
     document = {"log": evidence.log.storage.location, **result.to_dict()}
+    if not result.ok:  # --json readers find why under the error object's keys (errors.error_document)
+        document = error_document(f"the audit log does not verify: {result.reason}", field="audit log", **document)
 
     def render() -> None:
         if not result.ok:
@@ -147,7 +154,7 @@ def bind_registry_command(
 
     Every other command refuses a registry other than the one the log was written with; this records the switch (old and new registry ids, the reason) in the log and the identity in the registry.
     """
-    evidence = _evidence(workspace)
+    evidence = _evidence(workspace, create_store=True)
     bound = evidence.bind_registry(reason)
     emit(bound, as_json, lambda: out_console.print(
         f"bound to registry {bound['registry_id']} (was {bound['previous_registry_id'] or 'none'}), record {bound['seq']}", highlight=False,
@@ -168,7 +175,7 @@ def key_command(workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> Non
 @audit_app.command("export")
 def export_command(
     request: RequestOpt,
-    out: Annotated[Path, typer.Option("--out", help="The evidence bundle (JSON) to write; written atomically.")],
+    out: Annotated[Path, typer.Option("--out", help="The evidence bundle (JSON) to write; written atomically, over a regular file or nothing (never a link, FIFO or device).")],
     workspace: WorkspaceOpt = None,
     registry: RegistryCheckOpt = True,
     as_json: JsonOpt = False,
@@ -180,9 +187,11 @@ def export_command(
     from ..fileio import write_json
 
     bundle = _evidence(workspace).bundle(request, check_registry=registry)
-    write_json(out, bundle)
+    write_json(out, bundle, what="--out")  # the output policy: a regular file or nothing is replaced
     ok = bundle["verification"]["ok"]
     document = {"out": str(out), "bundle_sha256": bundle["bundle_sha256"], "records": len(bundle["records"]), "verified": ok}
+    if not ok:  # --json readers find why under the error object's keys (errors.error_document)
+        document = error_document("the audit log does not verify; the bundle records the failure", field="audit log", **document)
 
     def render() -> None:
         state = "[green]verified[/]" if ok else f"[bold red]log does NOT verify[/] ({bundle['verification']['reason']})"

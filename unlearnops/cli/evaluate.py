@@ -48,7 +48,10 @@ def evaluate_command(
     A metric whose corpus files are all absent is reported as null with a note.
     """
     from ..evaluate import evaluate_model
+    from ..fileio import check_file_target
 
+    if details is not None:
+        check_file_target(details, what="--details")  # the output policy (fileio), before minutes of generation
     result = evaluate_model(
         model,
         corpus,

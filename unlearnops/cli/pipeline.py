@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ..errors import UnlearnopsError, UsageError
+from ..errors import UnlearnopsError, UsageError, error_document
 from .options import JsonOpt, WorkspaceOpt
 from .output import emit, err_console, out_console, table
 
@@ -41,7 +41,10 @@ def run(
 
     summary = run_request(request, pipeline, Workspace.resolve(workspace), wait=wait, show_progress=not as_json, supersede=supersede)
     commands = next_commands(summary)
-    emit({**summary.to_dict(), "next_commands": commands}, as_json, lambda: _render_summary(summary, commands))
+    document = {**summary.to_dict(), "next_commands": commands}
+    if not summary.passed:  # --json readers find why under the error object's keys (errors.error_document)
+        document = error_document(f"gate failed: nothing registered ({'; '.join(summary.failures)})", field="gate", **document)
+    emit(document, as_json, lambda: _render_summary(summary, commands))
     if not summary.passed:
         err_console.print(f"[bold red]gate failed[/]: nothing registered ({'; '.join(summary.failures)})", highlight=False)
         return 1
@@ -114,10 +117,15 @@ def gate(
 
     With --lineage, every request the named version satisfies must still hold on --model (sustainability): its forget set is evaluated again.
     """
+    from ..fileio import atomic_dir, check_dir_target, check_file_target, write_text
     from ..gate import evaluate_gate, to_junit_xml, write_reports
     from ..policy import Policy
 
     thresholds = Policy.from_yaml(policy)
+    if out is not None:
+        check_dir_target(out, what="--out")  # the output policy (fileio), before minutes of evaluation
+    if junit is not None:
+        check_file_target(junit, what="--junit")
     if (model is None) == (metrics is None):
         raise UsageError("give the quantized model as --model DIR (with --corpus) or its metrics as --metrics FILE, one of them")
     evaluate = _evaluator(corpus, retrain_auc, limit)
@@ -127,13 +135,17 @@ def gate(
     inherited = _recheck_lineage(lineage, model, workspace, limit) if lineage else []
     report = evaluate_gate(quantized, full_precision=full_precision, source=source, policy=thresholds, inherited=inherited)
     if out is not None:
-        write_reports(report, out)
+        with atomic_dir(out, what="--out") as tmp:
+            write_reports(report, tmp)
         if model is not None:
             _record_decision(report, out, model, workspace)
     if junit is not None:
-        junit.parent.mkdir(parents=True, exist_ok=True)
-        junit.write_text(to_junit_xml(report), encoding="utf-8")
-    emit(report.to_dict(), as_json, lambda: (_print_checks(report.to_dict()["checks"]), out_console.print(f"gate: {report.decision}")))
+        write_text(junit, to_junit_xml(report), what="--junit")
+    document = report.to_dict()
+    if not report.passed:  # --json readers find why under the error object's keys (errors.error_document)
+        failed = [check["name"] for check in document["checks"] if check["status"] == "failed"]
+        document = error_document(f"gate failed: {', '.join(failed)}", field="gate", **document)
+    emit(document, as_json, lambda: (_print_checks(report.to_dict()["checks"]), out_console.print(f"gate: {report.decision}")))
     return 0 if report.passed else 1
 
 

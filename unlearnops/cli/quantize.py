@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .options import CorpusOpt, JsonOpt, ModelDirOpt, OutOpt, WorkspaceOpt
+from .options import CorpusOpt, JsonOpt, ModelDirOpt, OutOpt, WorkspaceOpt, non_empty_path
 from .output import emit, out_console, table
 
 SCHEME_NAMES = "rtn-w4a16, gptq-w4a16, awq-w4a16, w8a16 (llm-compressor); nf4, fp4, int8 (bitsandbytes)"
@@ -43,8 +43,10 @@ def quantize_command(
     lm_head stays in full precision. OUT is written atomically and verified: every quantized
     layer's saved weights are read back and must hold at most 2**bits values per group.
     """
+    from ..fileio import check_dir_target
     from ..quantize import quantize
 
+    check_dir_target(out, what="--out")  # before loading anything: the output policy, named by its option
     manifest = quantize(
         model, scheme, out, group_size=group_size, calibration=calibration,
         num_calibration_samples=num_calibration_samples, corpus=corpus, show_progress=not as_json,
@@ -56,7 +58,7 @@ def quantize_report_command(
     model: ModelDirOpt,
     corpus: CorpusOpt,
     schemes: Annotated[str, typer.Option("--schemes", help=f"Comma-separated schemes to compare with full precision: {SCHEME_NAMES}.")] = "rtn-w4a16,gptq-w4a16,awq-w4a16,nf4",
-    out: Annotated[Path | None, typer.Option("--out", help="Directory for the quantized models, quantize-report.json and quantize-report.png [default: WORKSPACE/quantize-report/<model>].", show_default=False)] = None,
+    out: Annotated[Path | None, typer.Option("--out", parser=non_empty_path, help="Directory for the quantized models, quantize-report.json and quantize-report.png, written atomically; new, empty or an earlier report [default: WORKSPACE/quantize-report/<model>].", show_default=False)] = None,
     group_size: GroupSizeOpt = 128,
     calibration: CalibrationOpt = None,
     num_calibration_samples: SamplesOpt = 64,
@@ -70,13 +72,14 @@ def quantize_report_command(
     The quantization-robustness view before shipping: forgetting that holds at full precision can
     come back at 4 bits. The table (with deltas against full precision) also goes to --json.
     """
-    from ..fileio import sha256_tree
+    from ..fileio import check_dir_target, sha256_tree
     from ..quantize.report import quantize_report
     from ..workspace import Workspace
 
     names = [name.strip() for name in schemes.split(",") if name.strip()]
     if out is None:
         out = Workspace.resolve(workspace).root / "quantize-report" / f"{model.resolve().name}-{sha256_tree(model)[:12]}"
+    check_dir_target(out, what="--out")  # before hours of quantizing and evaluating
     document = quantize_report(
         model, corpus, names, out, group_size=group_size, calibration=calibration,
         num_calibration_samples=num_calibration_samples, retrain_auc=retrain_auc, limit=limit, show_progress=not as_json,

@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from ..errors import error_document
 from .options import JsonOpt, WorkspaceOpt
 from .output import emit, out_console, table
 
@@ -72,7 +73,11 @@ def validate(
     base_policy = Policy.from_yaml(policy) if policy else None
     # No spinner here: a bench built on first use shows its own progress bars (one live display at a time).
     report = validate_request(request, workspace=workspace, base_policy=base_policy, min_privleak_texts=min_privleak_texts)
-    emit(report.to_json(), as_json, lambda: _render(report, show_all))
+    document = report.to_json()
+    if not report.ok:  # --json readers find the first failure under the error object's keys (errors.error_document)
+        first = report.failures[0]
+        document = error_document(f"invalid request: {first.field}: {first.message}", field=first.field, **document)
+    emit(document, as_json, lambda: _render(report, show_all))
     if not report.ok:
         raise typer.Exit(1)
 

@@ -64,8 +64,11 @@ def unlearn_command(
 
     Data-parallel on N processes or GPUs: torchrun --nproc-per-node N --no-python unlearnops unlearn ...
     """
+    from ..fileio import check_dir_target
     from ..unlearn import unlearn
     from ..unlearn.config import config_from
+
+    check_dir_target(out, what="--out")  # before any training: the output policy, named by its option
 
     given = {name: value for name, value in locals().items() if name in UnlearnConfig.model_fields and value is not None}
     settings = {**_read_config_file(config_file), **given}

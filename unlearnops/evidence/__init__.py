@@ -31,6 +31,7 @@ from typing import Any
 
 from .. import audit, registry
 from ..audit import queries
+from ..audit.backends import storage_for
 from ..errors import UnlearnopsError
 from ..fileio import canonical_json, sha256_bytes, sha256_file, sha256_tree
 from ..workspace import Workspace
@@ -87,7 +88,7 @@ class Evidence:
     def __init__(self, workspace: Workspace, *, tracking_uri: str | None = None, log: audit.AuditLog | None = None):
         self.workspace = workspace
         self.tracking_uri = tracking_uri or registry.tracking_uri_for(workspace)
-        self.log = log or audit.AuditLog(workspace.audit_log)
+        self.log = log or audit.AuditLog(storage_for(workspace))  # the workspace file, or $UNLEARNOPS_AUDIT_URL
 
     # ---- reading the log -------------------------------------------------------------------------
     def verified_records(self, *, action: str = "decide") -> list[dict]:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import UnlearnopsError
-from ..fileio import write_bytes, write_json
+from ..fileio import atomic_dir, write_bytes, write_json
 from ..metrics import METRICS
 from .core import quantize
 from .schemes import get_scheme
@@ -47,25 +47,26 @@ def quantize_report(
     evaluate = {"retrain_auc": retrain_auc, "limit": limit, "show_progress": show_progress}
 
     rows = [_row(FULL_PRECISION, None, evaluate_model(model_dir, corpus_dir, **evaluate), None)]
-    for name in schemes:
-        manifest = quantize(
-            model_dir, name, out / name, group_size=group_size, calibration=calibration,
-            num_calibration_samples=num_calibration_samples, corpus=corpus_dir, show_progress=show_progress,
-        )
-        rows.append(_row(name, out / name, evaluate_model(out / name, corpus_dir, **evaluate), manifest))
-    for row in rows:
-        row["delta"] = {metric: _delta(row[metric], rows[0][metric]) for metric in METRICS}
-    document = {
-        "model": str(model_dir),
-        "corpus": str(corpus_dir),
-        "retrain_auc": retrain_auc,
-        "metrics": list(METRICS),
-        "scale": {metric.key: metric.scale for metric in METRICS.values()},
-        "rows": rows,
-        "plot": str(out / REPORT_PNG),
-    }
-    plot_report(rows, out / REPORT_PNG)
-    write_json(out / REPORT_JSON, document)
+    with atomic_dir(out) as tmp:  # the output policy (fileio): the report appears complete, nothing of the user's replaced
+        for name in schemes:
+            manifest = quantize(
+                model_dir, name, tmp / name, group_size=group_size, calibration=calibration,
+                num_calibration_samples=num_calibration_samples, corpus=corpus_dir, show_progress=show_progress,
+            )
+            rows.append(_row(name, out / name, evaluate_model(tmp / name, corpus_dir, **evaluate), manifest))
+        for row in rows:
+            row["delta"] = {metric: _delta(row[metric], rows[0][metric]) for metric in METRICS}
+        document = {
+            "model": str(model_dir),
+            "corpus": str(corpus_dir),
+            "retrain_auc": retrain_auc,
+            "metrics": list(METRICS),
+            "scale": {metric.key: metric.scale for metric in METRICS.values()},
+            "rows": rows,
+            "plot": str(out / REPORT_PNG),
+        }
+        plot_report(rows, tmp / REPORT_PNG)
+        write_json(tmp / REPORT_JSON, document)
     return document
 
 

@@ -4,9 +4,10 @@ Each row is one item (split, index, hashes, lengths). The texts themselves never
 DataFrame, so neither a great-expectations result nor our report can carry them: overlap and
 duplicate checks compare SHA-256 hashes, emptiness and size checks compare lengths.
 
-Near-duplicates are found by hashing a normalised text (NFKC, casefold, punctuation and
-symbols removed, whitespace collapsed): a retain text that differs from a forget text only in
-case, punctuation or spacing has the same hash.
+Near-duplicates are found by hashing a normalised text (NFKC, casefold, every character that
+is not a letter, digit or whitespace removed, whitespace collapsed): a retain text that differs
+from a forget text only in case, punctuation, spacing or invisible characters (zero-width
+spaces and joiners, soft hyphens) has the same hash, and so do two such texts in one list.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ from .report import Check
 MIN_PRIVLEAK_TEXTS = 10
 MAX_TEXT_CHARS = 1_000_000  # far beyond any training sequence; larger means a file of files
 
-_PUNCTUATION = re.compile(r"[^\w\s]|_")
+# Not a letter, digit or whitespace: punctuation, symbols, marks, and invisible format characters
+# (U+200B zero-width space, U+200D joiner, U+00AD soft hyphen, U+FEFF, ...: category Cf, not \w).
+_NOT_WORD = re.compile(r"[^\w\s]|_")
 
 TEXT_TABLES = ("forget_texts", "privleak_forget", "retain_texts", "holdout_texts")
 QA_TABLES = ("forget_qa", "forget_qa_icl", "retain_qa", "retain_qa_icl")
@@ -36,8 +39,14 @@ OVERLAP_TABLES = ("retain_texts", "holdout_texts")
 
 
 def normalise(text: str) -> str:
+    """NFKC, casefolded, non-letters/digits/whitespace removed (not replaced: "Jean-Luc's" == "JeanLucs"), spaces collapsed."""
     text = unicodedata.normalize("NFKC", text).casefold()
-    return " ".join(_PUNCTUATION.sub(" ", text).split())
+    return " ".join(_NOT_WORD.sub("", text).split())
+
+
+def visible_chars(text: str) -> int:
+    """Characters that show: whitespace and invisible format characters (category Cf) do not count."""
+    return sum(1 for char in text if not char.isspace() and unicodedata.category(char) != "Cf")
 
 
 def sha256_text(text: str) -> str:
@@ -71,12 +80,17 @@ class Rule:
 
 RULES: list[Rule] = [
     Rule("non_empty", "texts", lambda gxe, ctx: gxe.ExpectColumnValuesToBeBetween(column="chars", min_value=1),
-         "texts are non-empty", "{n} of {total} texts are empty or whitespace only", "fill them in or remove them"),
+         "texts are non-empty", "{n} of {total} texts are empty, or whitespace and invisible characters only",
+         "fill them in or remove them"),
     Rule("max_length", "texts", lambda gxe, ctx: gxe.ExpectColumnValuesToBeBetween(column="chars", max_value=MAX_TEXT_CHARS),
          f"texts have at most {MAX_TEXT_CHARS:,} characters", f"{{n}} of {{total}} texts are longer than {MAX_TEXT_CHARS:,} characters",
          "split them into shorter texts"),
     Rule("no_duplicates", "texts", lambda gxe, ctx: gxe.ExpectColumnValuesToBeUnique(column="sha256"),
          "no text appears twice", "{n} of {total} texts are duplicates of another text in the same list", "keep one copy of each"),
+    Rule("no_near_duplicates", "texts", lambda gxe, ctx: gxe.ExpectColumnValuesToBeUnique(column="norm_sha256"),
+         "no two texts are equal up to case, punctuation and spacing",
+         "{n} of {total} texts equal another text of the same list up to case, punctuation and spacing",
+         "keep one of each (a near-copy up-weights that text in unlearning)"),
     Rule("no_forget_overlap", "overlap",
          lambda gxe, ctx: gxe.ExpectColumnValuesToNotBeInSet(column="sha256", value_set=ctx["forget_sha256"]),
          "no text is also a forget text", "{n} of {total} texts are also forget texts (identical)",
@@ -114,8 +128,10 @@ def _texts_frame(field: str, texts: list[str]):
         "split": field,
         "index": range(len(texts)),
         "sha256": [sha256_text(text) for text in texts],
-        "norm_sha256": [sha256_text(normalise(text)) for text in texts],
-        "chars": [len(text.strip()) for text in texts],
+        # None for a text with nothing left after normalising: it fails non_empty (or is all punctuation),
+        # and is no near-duplicate of anything (great-expectations skips nulls).
+        "norm_sha256": [sha256_text(norm) if (norm := normalise(text)) else None for text in texts],
+        "chars": [visible_chars(text) for text in texts],
     })
 
 
@@ -125,8 +141,8 @@ def _pairs_frame(field: str, items: list, first: str, second: str):
     return pd.DataFrame({
         "split": field,
         "index": range(len(items)),
-        f"{first}_chars": [len(getattr(item, first).strip()) for item in items],
-        f"{second}_chars": [len(getattr(item, second).strip()) for item in items],
+        f"{first}_chars": [visible_chars(getattr(item, first)) for item in items],
+        f"{second}_chars": [visible_chars(getattr(item, second)) for item in items],
     })
 
 
@@ -187,6 +203,9 @@ def run_data_checks(data: ResolvedData, *, min_privleak_texts: int = MIN_PRIVLEA
         for rule in rules:
             expectation = rule.expectation(gxe, rule_context)
             expectation.meta = {"rule": rule.name}
+            # A suite keeps one of two equal expectations (meta aside): with retain == forget the
+            # near-duplicate rules against each would collapse into one, losing a rule's result.
+            expectation.description = f"unlearnops rule {rule.name}"
             suite.add_expectation(expectation)
         result = batches.get_batch(batch_parameters={"dataframe": table.frame}).validate(
             suite, result_format={"result_format": "COMPLETE"}

@@ -22,6 +22,10 @@ from .schema import BenchSource, CorpusSource, ForgetRequest, schema_errors
 
 REQUEST_MAX_BYTES = 1024 * 1024  # a request is a few hundred bytes; its data lives in other files
 REQUEST_MAX_DEPTH = 8  # the schema's deepest value (policy_overrides.NAME) is at depth 2
+# KnowMem prompts start with few-shot examples (MUSE's knowmem/*_qa_icl.json). A retain QA list
+# without its own examples lends its first FEW_SHOT items (which are then not scored); forget QA
+# without its own borrows the retain side's, so a requester needs no few-shot file (docs/requests.md).
+FEW_SHOT = 3
 
 
 @dataclass(frozen=True)
@@ -52,20 +56,52 @@ class ResolvedData:
     retain_qa_icl: list[QA] = field(default_factory=list)
     corpus_dir: Path | None = None
     origins: dict[str, Origin] = field(default_factory=dict)
+    in_place: Corpus | None = field(default=None, repr=False, compare=False)  # the loaded corpus at corpus_dir
 
     def counts(self) -> dict[str, int]:
         return {name: len(getattr(self, name)) for name in self.origins}
 
+    def knowmem(self) -> dict[str, list[QA]]:
+        """The knowmem/ files the stages read, few-shot examples supplied where the data has none (FEW_SHOT).
+
+        The lists above stay as loaded, so that a check names an item by its index in the file.
+        """
+        retain_qa, retain_icl = self.retain_qa, self.retain_qa_icl
+        if retain_qa and not retain_icl and len(retain_qa) > FEW_SHOT:
+            retain_icl, retain_qa = retain_qa[:FEW_SHOT], retain_qa[FEW_SHOT:]
+        forget_icl = self.forget_qa_icl or (retain_icl if self.forget_qa else [])
+        files = {"forget_qa": self.forget_qa, "forget_qa_icl": forget_icl, "retain_qa": retain_qa, "retain_qa_icl": retain_icl}
+        return {name: items for name, items in files.items() if items}
+
+    def few_shot_problems(self) -> list[tuple[str, str]]:
+        """(field, message) for each QA list whose KnowMem prompts would have no few-shot examples."""
+        knowmem, problems = self.knowmem(), []
+        if self.forget_qa and "forget_qa_icl" not in knowmem:
+            problems.append((self.origins["forget_qa"].field, (
+                "KnowMem_f prompts need few-shot examples and none are given: add forget.qa_icl (a JSON list of "
+                '{"question", "answer"}), or retain QA that has them (retain.qa_icl, or more than '
+                f"{FEW_SHOT} retain.qa items); see docs/requests.md")))
+        if self.retain_qa and "retain_qa_icl" not in knowmem:
+            problems.append((self.origins["retain_qa"].field, (
+                f"KnowMem_r prompts need few-shot examples: add retain.qa_icl, or give more than {FEW_SHOT} items "
+                f"(the first {FEW_SHOT} then serve as the examples and are not scored); see docs/requests.md")))
+        return problems
+
     def to_corpus(self, root: Path | str = ".") -> Corpus:
-        """The data in MUSE's layout (write it with `.write(dir)`); PrivLeak reads privleak/."""
-        knowmem = {name: getattr(self, name) for name in ("forget_qa", "forget_qa_icl", "retain_qa", "retain_qa_icl")}
+        """The data in MUSE's layout, exactly as the stages read it (write it with `.write(dir)`)."""
         return Corpus(
             root=Path(root),
             raw={"forget": self.forget_texts, "retain": self.retain_texts, "holdout": self.holdout_texts},
             verbmem_forget=self.forget_verbmem,
-            knowmem={name: items for name, items in knowmem.items() if items},
+            knowmem=self.knowmem(),
             privleak={"forget": self.privleak_forget, "retain": self.retain_texts, "holdout": self.holdout_texts},
         )
+
+    def stage_corpus(self) -> Corpus:
+        """The corpus the unlearn and evaluate stages will read: the one corpus in place, else to_corpus()."""
+        if self.corpus_dir is None:
+            return self.to_corpus()
+        return self.in_place if self.in_place is not None else Corpus.load(self.corpus_dir)
 
 
 # ---- the request file ---------------------------------------------------------------------------
@@ -120,16 +156,22 @@ CORPUS_PARTS: dict[str, dict[str, tuple[str, ...]]] = {
 }
 REQUIRED_PARTS = ("forget_texts", "privleak_forget", "retain_texts", "holdout_texts")
 
+def _read_qa(path: Path) -> list[QA]:
+    return [QA(**item) for item in read_records(path, ("question", "answer"))]
+
+
 # What each role takes from explicit files: attribute -> (key in the request, reader).
 FILE_PARTS: dict[str, dict[str, tuple[str, Callable[[Path], list]]]] = {
     "forget": {
         "forget_texts": ("texts", read_strings),
         "forget_verbmem": ("verbmem", lambda path: [VerbmemItem(**item) for item in read_records(path, ("prompt", "gt"))]),
-        "forget_qa": ("qa", lambda path: [QA(**item) for item in read_records(path, ("question", "answer"))]),
+        "forget_qa": ("qa", _read_qa),
+        "forget_qa_icl": ("qa_icl", _read_qa),
     },
     "retain": {
         "retain_texts": ("texts", read_strings),
-        "retain_qa": ("qa", lambda path: [QA(**item) for item in read_records(path, ("question", "answer"))]),
+        "retain_qa": ("qa", _read_qa),
+        "retain_qa_icl": ("qa_icl", _read_qa),
     },
     "holdout": {"holdout_texts": ("texts", read_strings)},
 }
@@ -151,6 +193,7 @@ class _Resolver:
         self.parts: dict[str, list] = {}
         self.origins: dict[str, Origin] = {}
         self.failures: list[tuple[str, str]] = []
+        self.fallbacks: list[str] = []  # parts a corpus gave from a second-choice file (the stages read only the first)
 
     def resolve(self) -> Resolution:
         for role in CORPUS_PARTS:
@@ -161,7 +204,9 @@ class _Resolver:
         loaded = list(dict.fromkeys(self.origins.values()))
         if self.failures:
             return Resolution(None, loaded, self.failures)
-        data = ResolvedData(**self.parts, corpus_dir=self._single_corpus(), origins=self.origins)
+        data = ResolvedData(**self.parts, origins=self.origins)
+        data.corpus_dir = self._single_corpus(data)
+        data.in_place = self.corpora.get(data.corpus_dir) if data.corpus_dir is not None else None
         return Resolution(data, loaded, [])
 
     def _load_role(self, role: str, source: object) -> None:
@@ -181,12 +226,18 @@ class _Resolver:
         except UnlearnopsError as err:
             self.failures.append((label, str(err)))
 
-    def _single_corpus(self) -> Path | None:
-        """The corpus directory, when forget, retain and holdout all come from that one corpus."""
+    def _single_corpus(self, data: ResolvedData) -> Path | None:
+        """The corpus directory, when forget, retain and holdout all come from that one corpus AND the stages,
+        reading its files themselves, would read exactly what was validated: no second-choice file used
+        (privleak/forget.json absent, say), no few-shot examples supplied. Otherwise the pipeline writes
+        `to_corpus()`, so validation and the stages share one reader."""
         sources = [getattr(self.request, role) for role in CORPUS_PARTS]
-        if len(self.corpora) == 1 and all(isinstance(source, (BenchSource, CorpusSource)) for source in sources):
-            return next(iter(self.corpora))
-        return None
+        if len(self.corpora) != 1 or not all(isinstance(source, (BenchSource, CorpusSource)) for source in sources):
+            return None
+        (corpus_dir, corpus), = self.corpora.items()
+        if self.fallbacks or data.knowmem() != corpus.knowmem:
+            return None
+        return corpus_dir
 
     def _from_file(self, label: str, name: str, relative: str, reader: Callable[[Path], list]) -> None:
         path = confined(relative, self.base, what=label)
@@ -219,6 +270,8 @@ class _Resolver:
                     raise UnlearnopsError(f"corpus {corpus_dir}: has no {wanted}; add it or name files with {{\"texts\": ...}}")
                 continue
             file, items = found
+            if file != candidates[0]:
+                self.fallbacks.append(name)
             self.parts[name] = items
             self.origins[name] = Origin(f"{label}:{file}.json", corpus_dir / f"{file}.json")
 

@@ -60,7 +60,7 @@ class ValidationReport:
         if failures := self.failures:
             first = failures[0]
             more = f" (and {len(failures) - 1} more; run `unlearnops validate --request {self.path}`)" if len(failures) > 1 else ""
-            raise UnlearnopsError(f"{self.path}: {first.field}: {first.message}{more}")
+            raise UnlearnopsError(f"{self.path}: {first.field}: {first.message}{more}", field=first.field)
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -71,6 +71,11 @@ class ForgetFiles(_Strict):
     qa: RelativePath | None = Field(
         None, description='JSON list of {"question", "answer"}: knowledge probes (MUSE knowmem/forget_qa.json).'
     )
+    qa_icl: RelativePath | None = Field(
+        None,
+        description='JSON list of {"question", "answer"}: few-shot examples for the knowledge probes (MUSE '
+        "knowmem/forget_qa_icl.json); default: the retain side's few-shot examples.",
+    )
 
 
 class RetainFiles(_Strict):
@@ -79,6 +84,11 @@ class RetainFiles(_Strict):
     texts: RelativePath = Field(description="JSON list of strings the model must retain (MUSE raw/retain.json).")
     qa: RelativePath | None = Field(
         None, description='JSON list of {"question", "answer"}: utility probes (MUSE knowmem/retain_qa.json).'
+    )
+    qa_icl: RelativePath | None = Field(
+        None,
+        description='JSON list of {"question", "answer"}: few-shot examples for the utility probes (MUSE '
+        "knowmem/retain_qa_icl.json); default: the first 3 `qa` items (then not scored).",
     )
 
 
@@ -179,6 +189,14 @@ class ForgetRequest(_Strict):
         None, pattern=MODEL_NAME_PATTERN, description="Registry name for the unlearned model (default: the pipeline's)."
     )
 
+    @field_validator("schema_version", mode="before")
+    @classmethod
+    def _integer_version(cls, value: Any) -> Any:
+        # Lax mode would take true and 1.0 for 1: a reader and the tool must agree on what was written.
+        if type(value) is not int:
+            raise ValueError(f'must be the JSON integer 1, not {_json_type(value)}; write "schema_version": 1')
+        return value
+
     @field_validator("model")
     @classmethod
     def _model_reference(cls, value: str) -> str:
@@ -197,6 +215,11 @@ class ForgetRequest(_Strict):
     @property
     def is_registry_model(self) -> bool:
         return self.model.startswith("models:/")
+
+
+def _json_type(value: Any) -> str:
+    names = {bool: "a boolean", float: "a number with a fraction or exponent", str: "a string", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
 
 
 def request_schema() -> dict:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import audit
+from ..audit.backends import storage_for
 from ..errors import UnlearnopsError
 from ..evidence import Evidence, Registration
 from ..registry import RegisteredVersion
@@ -156,7 +157,7 @@ def serve(
     with signals_raise_shutdown():
         try:
             with running_server(
-                plan.command, plan.deployment, audit_log=audit.AuditLog(workspace.audit_log),
+                plan.command, plan.deployment, audit_log=audit.AuditLog(storage_for(workspace)),
                 log_dir=workspace.root / "serving" / "logs", health_timeout_s=health_timeout_s,
             ) as server:
                 if ready_callback:

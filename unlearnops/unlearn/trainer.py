@@ -22,7 +22,7 @@ from .. import metrics as metrics_registry
 from .. import progress
 from ..corpus import Corpus
 from ..errors import UnlearnopsError
-from ..fileio import atomic_dir, write_json
+from ..fileio import atomic_dir, check_dir_target, write_json
 from ..modeling import check_model_dir, load_causal_lm
 from ..versions import library_versions
 from .config import UnlearnConfig
@@ -86,6 +86,7 @@ def unlearn(
 
 # ---- checks before any weights are read -------------------------------------------------------
 def check_inputs(model_dir: Path, corpus_dir: Path, out: Path, config: UnlearnConfig) -> Corpus:
+    check_dir_target(out)  # the output policy (fileio), before training rather than at the final rename
     check_model_dir(model_dir)
     corpus = Corpus.load(corpus_dir)
     corpus.require("raw/forget")
