@@ -105,7 +105,7 @@ def test_refusals_name_the_cause_and_record_nothing(env, cli):
         wrong_request = cli("verify-endpoint", "--url", server.url, "--api-key", KEY, "--request", SECOND)
         assert wrong_request.exit_code == 1 and "does not satisfy" in wrong_request.stderr
         credentials = cli("verify-endpoint", "--url", f"http://user:{KEY}@127.0.0.1:{server.port}")
-        assert credentials.exit_code == 1 and KEY not in credentials.stderr
+        assert credentials.exit_code == 2 and KEY not in credentials.stderr
         bad_tolerance = cli("verify-endpoint", "--url", server.url, "--api-key", KEY, "--tolerance", "verbmem=3")
         assert bad_tolerance.exit_code == 2 and "did you mean 'verbmem_f'" in bad_tolerance.stderr
         assert log.read_bytes() == before

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from ..errors import error_document
 from .options import JsonOpt, WorkspaceOpt
 from .output import emit, out_console, table
 
@@ -69,6 +70,10 @@ def verify_endpoint_command(
         "record_seq": verification.record["seq"] if verification.record else None,
     }
     document.pop("items", None)
+    if not verification.passed:  # --json readers find why under the error object's keys (errors.error_document)
+        failed = [check.name for check in verification.checks if check.status == "failed"]
+        document = error_document(f"endpoint mismatch: {', '.join(failed)} disagree with the registered evaluation", field="endpoint",
+                                  **document)
 
     def render() -> None:
         rows = [(c.name, c.registered, c.measured, c.difference, c.tolerance, c.status) for c in verification.checks]

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from ..errors import error_document
 from .options import JsonOpt, WorkspaceOpt
 from .output import emit, out_console
 
@@ -41,19 +42,19 @@ def report_command(
 
     Exit 0 when written and the audit log verifies; 1 when the request is unknown, the request file is not the one received, or the audit log does not verify (the report is still written and says so on top).
     """
+    from ..fileio import check_file_target
     from ..report import collect, write_html, write_pdf
     from ..workspace import Workspace
 
     resolved = Workspace.resolve(workspace)
-    report = collect(resolved, request, request_file=request_file)
     html = out or resolved.root / "reports" / f"{request}.html"
-    if html.is_dir():
-        from ..errors import UsageError
-
-        raise UsageError(f"--out {html}: is a directory; pass a file path such as report.html")
-    write_html(report, html)
+    check_file_target(html, what="--out")  # refused before any work: nothing half-written
     if pdf is not None:
-        write_pdf(html, pdf)
+        check_file_target(pdf, what="--pdf")
+    report = collect(resolved, request, request_file=request_file)
+    write_html(report, html, what="--out")
+    if pdf is not None:
+        write_pdf(html, pdf, what="--pdf")
     document = {
         "request_id": request, "html": str(html), "pdf": str(pdf) if pdf else None, "gate_passed": report.gate_passed,
         "audit_ok": report.audit["ok"], "status": report.request["status"],
@@ -67,6 +68,9 @@ def report_command(
         out_console.print(f"wrote {html}{f' and {pdf}' if pdf else ''}: request {request}, {report.request['status']}, {gate}, {log}",
                           highlight=False, soft_wrap=True)
 
+    if not report.audit["ok"]:  # --json readers find why under the error object's keys (errors.error_document)
+        document = error_document(f"the audit log does not verify ({report.audit['reason']}); the report says so on top",
+                                  field="audit", **document)
     emit(document, as_json, render)
     if not report.audit["ok"]:
         raise typer.Exit(1)

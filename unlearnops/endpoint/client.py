@@ -46,11 +46,17 @@ def public_url(url: str) -> str:
 
 
 def check_url(url: str) -> str:
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (raises on a port out of range)
+    except ValueError as err:
+        raise UnlearnopsError(f"--url {url[:200]!r}: not a URL ({err}); e.g. http://127.0.0.1:8000", exit_code=2, field="--url") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UnlearnopsError(f"--url {url!r}: expected the server's base URL, e.g. http://127.0.0.1:8000 (http or https)")
+        raise UnlearnopsError(f"--url {url[:200]!r}: expected the server's base URL, e.g. http://127.0.0.1:8000 (http or https)",
+                              exit_code=2, field="--url")
     if "@" in parts.netloc:
-        raise UnlearnopsError("--url: credentials in the URL are not accepted; pass the API key with --api-key or $UNLEARNOPS_API_KEY")
+        raise UnlearnopsError("--url: credentials in the URL are not accepted; pass the API key with --api-key or $UNLEARNOPS_API_KEY",
+                              exit_code=2, field="--url")
     return public_url(url)
 
 

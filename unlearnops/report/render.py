@@ -17,7 +17,7 @@ from typing import Any
 
 from .. import __version__
 from ..errors import UnlearnopsError
-from ..fileio import write_text
+from ..fileio import check_file_target, write_bytes, write_text
 from . import plots
 from .evidence import METRICS, ROLE_LABELS, ROLES, RequestReport
 from .summary import LEGAL_BASES, day, limits, num, summarise, when
@@ -116,8 +116,8 @@ def _signed(value: Any, digits: int = 1) -> str:
     return "n/a" if not isinstance(value, (int, float)) else f"{value:+.{digits}f}"
 
 
-def write_html(report: RequestReport, out: Path) -> Path:
-    write_text(out, render_html(report))
+def write_html(report: RequestReport, out: Path, *, what: str = "report") -> Path:
+    write_text(out, render_html(report), what=what)
     return out
 
 
@@ -137,7 +137,7 @@ def chromium_command(chromium: str, profile: Path) -> list[str]:
     return command
 
 
-def write_pdf(html: Path, out: Path) -> Path:
+def write_pdf(html: Path, out: Path, *, what: str = "PDF") -> Path:
     """Print the HTML page to PDF with headless Chromium (`--print-to-pdf`), atomically."""
     chromium = find_chromium()
     if chromium is None:
@@ -145,7 +145,7 @@ def write_pdf(html: Path, out: Path) -> Path:
             f"--pdf: no Chromium found (looked for {', '.join(CHROMIUM_NAMES)} on PATH and ${CHROMIUM_ENV}); install it "
             "(Debian/Ubuntu: apt-get install chromium) or open the HTML report and print it"
         )
-    out.parent.mkdir(parents=True, exist_ok=True)
+    check_file_target(out, what=what)
     with tempfile.TemporaryDirectory(prefix="unlearnops-chromium-") as profile:
         staging = Path(profile) / "report.pdf"
         command = [*chromium_command(chromium, Path(profile) / "profile"), "--no-pdf-header-footer", f"--print-to-pdf={staging}",
@@ -157,6 +157,5 @@ def write_pdf(html: Path, out: Path) -> Path:
         if done.returncode != 0 or not staging.is_file() or staging.stat().st_size == 0:
             last = (done.stderr.strip().splitlines() or ["no output"])[-1]
             raise UnlearnopsError(f"--pdf: Chromium exited {done.returncode} without a PDF ({last[:200]})")
-        shutil.move(str(staging), out.with_name(f".{out.name}.tmp"))
-        os.replace(out.with_name(f".{out.name}.tmp"), out)
+        write_bytes(out, staging.read_bytes(), what=what)
     return out
