@@ -22,7 +22,8 @@ from unlearnops.unlearn import UnlearnConfig, unlearn
 NAMES = ["Ada Voss", "Bruno Kel", "Cleo Marr", "Dario Fenn", "Elena Tsu", "Farid Olm", "Greta Pell", "Hugo Brandt"]
 CITIES = ["Oslo", "Lima", "Kyoto", "Perth"]
 # One short epoch everywhere: 2 optimizer steps on the micro model.
-QUICK = {"seq_len": 32, "batch_size": 4, "max_steps": 2, "eval_limit": 0}
+# lr_calibration off: these test the loop with the configured lr (tests/test_unlearn_calibration.py tests the probes).
+QUICK = {"seq_len": 32, "batch_size": 4, "max_steps": 2, "eval_limit": 0, "lr_calibration": False}
 
 
 def _article(index: int, name: str) -> str:

@@ -105,6 +105,12 @@ def ensure_bench(workspace: Workspace, size: str = "default") -> Path:
     """The workspace's bench of this size, built (seed 0) if it is absent or incomplete."""
     from filelock import FileLock
 
+    if size not in SIZES:  # a pretrained base's bench (bench build --base): built by its own command, never here
+        if is_complete(workspace.bench_dir(size)):
+            return workspace.bench_dir(size)
+        if "-" in size:  # base names (smollm2-135m) have a dash, sizes do not
+            raise UnlearnopsError(f"bench {size}: not built at {workspace.bench_dir(size)}; build it first: unlearnops bench build "
+                                  f"--base {size} --source MUSE_DIR (e.g. ../shared/muse-news; tens of minutes on 2 CPU cores)")
     synthetic.size_of(size)
     out = workspace.bench_dir(size)
     # Two commands starting at once (e.g. a pipeline and a test run) build it once, not twice.

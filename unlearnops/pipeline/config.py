@@ -40,7 +40,7 @@ class ValidateSettings(_Section):
 
 class QuantizeSettings(_Section):
     scheme: str = Field("gptq-w4a16", description="A name in unlearnops.quantize.SCHEMES.")
-    group_size: int = Field(128, ge=1)
+    group_size: int | None = Field(None, ge=1, description="None: the largest of 128/64/32 dividing every quantized width.")
     num_calibration_samples: int = Field(64, ge=1)
 
 

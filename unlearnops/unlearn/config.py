@@ -38,6 +38,7 @@ class UnlearnConfig(BaseModel):
     npo_beta: float = Field(0.01, gt=0, description="NPO's inverse temperature beta (paper: 0.1).")
     reg_weight: float = Field(8.0, ge=0, description="Weight of the retain loss (MUSE: 1).")
     weight_decay: float = Field(0.0, ge=0)
+    lr_calibration: bool = Field(True, description="Probe a few steps first and raise lr (x4, up to x64) until the forget loss moves (unlearn/calibration.py).")
     seed: int = 0
     include_qa: bool = Field(True, description="Add knowmem QA lines to the forget / retain streams (see docs/unlearn.md).")
     gradient_checkpointing: bool = False
@@ -50,7 +51,7 @@ class UnlearnConfig(BaseModel):
         description="Which model the stopping evaluation measures: full-precision (the trained weights) or quantized (a copy quantized with stop_scheme: the model that ships).",
     )
     stop_scheme: str = Field("rtn-w4a16", description="Quantization scheme of the quantized stopping evaluation (the one the pipeline ships).")
-    stop_group_size: int = Field(128, ge=1, description="Group size of stop_scheme.")
+    stop_group_size: int | None = Field(None, ge=1, description="Group size of stop_scheme; default: chosen from the model as quantize does (largest of 128/64/32 dividing every width).")
     # A simulation tool, not a training option: reproduces the 7B regime where RTN rounding erases
     # the update (unlearnops/rounding_cells.py). Full mode only.
     simulate_rounding_cells: int | None = Field(

@@ -47,6 +47,7 @@ def unlearn(
     config = config or UnlearnConfig()
     model_dir, corpus_dir, out = Path(model_dir), Path(corpus_dir), Path(out)
     corpus = check_inputs(model_dir, corpus_dir, out, config)
+    config = with_group_sizes(model_dir, config)
     targets = stop_targets(config, corpus_dir)
     metrics = epoch_metrics(corpus, config, targets)
 
@@ -68,8 +69,12 @@ def unlearn(
     retain_batches = _cycle(prepared[3]) if retain_loader else None
 
     run = Training(accelerator, ddp_model, model, optimizer, forget_loader, retain_batches, reference, tokenizer, corpus, config, targets, metrics, projector)
+    # The simulation imposes a regime at its own lr: nothing to calibrate there.
+    calibration = _calibrate(run, forget, retain, show_progress) if config.lr_calibration and projector is None else None
     history, stop = run_epochs(run, show_progress)
     record = _record(model_dir, corpus_dir, out, config, model, accelerator, targets, metrics, history, stop)
+    if calibration is not None:
+        record["resolved"].update(lr=calibration["chosen_lr"], lr_calibration=calibration)
     if projector is not None:
         record["resolved"]["rounding_cells"] = {"group_size": config.simulate_rounding_cells, "pinned_fraction": round(projector.pinned_fraction(), 4)}
     record["data"] = _data_summary(corpus, config, forget, retain)
@@ -98,22 +103,19 @@ def check_inputs(model_dir: Path, corpus_dir: Path, out: Path, config: UnlearnCo
     for source, what in ((model_dir, "--model"), (corpus_dir, "--corpus")):
         if _overlaps(out, source):
             raise UnlearnopsError(f"--out {out}: overlaps {what} {source}, which writing OUT would replace; choose a separate directory")
-    _check_group_sizes(model_dir, config)
     return corpus
 
 
-def _check_group_sizes(model_dir: Path, config: UnlearnConfig) -> None:
-    """The RTN groups of the quantized stopping evaluation and of the simulation must tile every layer."""
-    sizes = {"stop_group_size": config.stop_group_size if config.stop_on == "quantized" else None, "simulate_rounding_cells": config.simulate_rounding_cells}
-    if not any(sizes.values()):
-        return
-    from ..quantize.core import linear_layers
+def with_group_sizes(model_dir: Path, config: UnlearnConfig) -> UnlearnConfig:
+    """The RTN groups of the quantized stopping evaluation and of the simulation must tile every layer
+    (quantize/groups.py, the one check); stop_group_size is chosen from the model when not given."""
+    from ..quantize.groups import group_size_for
 
-    linears, output = linear_layers(model_dir)
-    widths = sorted({width for name, width in linears.items() if name != output})
-    for field, size in sizes.items():
-        if size and any(width % size for width in widths):
-            raise UnlearnopsError(f"{field}: group size {size} does not divide every quantized layer's input width ({widths}); use a common divisor, e.g. 64")
+    if config.simulate_rounding_cells:
+        group_size_for(model_dir, config.simulate_rounding_cells, field="simulate_rounding_cells")
+    if config.stop_on != "quantized":
+        return config
+    return config.model_copy(update={"stop_group_size": group_size_for(model_dir, config.stop_group_size, field="stop_group_size")})
 
 
 def _overlaps(a: Path, b: Path) -> bool:
@@ -225,6 +227,17 @@ def _cycle(loader):
     """Retain batches without end: the retain split is usually larger than the forget split."""
     while True:
         yield from loader
+
+
+def _calibrate(run, forget: Sequences, retain: Sequences | None, show_progress: bool) -> dict:
+    from .calibration import calibrate
+
+    calibration = calibrate(run, forget, retain, train_step)
+    tried = ", ".join(f"{probe['lr']:.2g} (+{probe['forget_loss_rise']:.3f})" for probe in calibration["probes"])
+    progress.note(f"lr calibration: forget-loss rise needed {calibration['rise_needed']:.3f} in {calibration['probe_steps']} steps; "
+                  f"tried {tried}; training at {calibration['chosen_lr']:.2g}",
+                  enabled=show_progress and run.accelerator.is_local_main_process)
+    return calibration
 
 
 # ---- the loop ---------------------------------------------------------------------------------
