@@ -88,6 +88,18 @@ def test_the_summary_is_generated_from_the_numbers(env, verified):
     bad = " ".join(s.text for s in sentences if s.tone == "bad")
     assert "The release gate FAILED" in bad and "MISMATCH at" in bad and "does NOT verify" in bad and "verbatim overlap" in bad
 
+    # a gate report with a two-sided, signed PrivLeak check and its reference's uncertainty (issue 15's format)
+    from unlearnops.report import render_html
+    from unlearnops.report.summary import limits
+
+    privleak = next(c for c in evidence["gate"]["checks"] if c["name"] == "privleak")
+    privleak.update(direction="abs_max", measured=-85.37, threshold=50.0, status="failed", side="under-unlearning: the forget texts still leak")
+    evidence["privleak_reference"] = {"retrain_auc": 0.8, "privleak_noise_95": 61.0, "bound": 50.0, "too_small": True,
+                                      "texts_needed": 40, "message": "sample too small for the bound to mean anything"}
+    assert any("as wide as the gate's bound" in s.text and s.tone == "bad" for s in limits(report))
+    html = render_html(report)
+    assert "|x| ≤ 50.00" in html and "-85.37" in html and "under-unlearning" in html and "sample too small" in html
+
 
 @needs_chromium
 def test_the_report_renders_in_headless_chromium_as_a_person_sees_it(env, verified, cli, tmp_path):

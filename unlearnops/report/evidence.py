@@ -241,7 +241,7 @@ def _evidence(own: provenance.VersionEvidence, workspace: Workspace, records: li
         "counts": evaluation.get("counts") or {},
         "settings": evaluation.get("settings") or {},
         "retrain_auc": evaluation.get("retrain_auc"),
-        "privleak_reference": evaluation.get("privleak_reference"),
+        "privleak_reference": report.get("privleak_reference"),  # the gate's: retrain AUC, its uncertainty, too_small
         "precision": {role: (metrics.get(role) or {}).get("precision") for role in ("source", "full_precision", "quantized")},
     }
 

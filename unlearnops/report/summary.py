@@ -192,6 +192,14 @@ def limits(report: RequestReport) -> list[Sentence]:
     described = [f"{n} {what} (one item moves the score by up to {num(100 / n)} points)" for n, what in sizes if n]
     if described:
         sentences.append(Sentence("Sample sizes: " + "; ".join(described) + ".", "warn" if min(n for n, _ in sizes if n) < 30 else "ok"))
+    reference = evidence.get("privleak_reference") or {}
+    if reference.get("privleak_noise_95") is not None:
+        sentences.append(Sentence(
+            f"Sampling alone moves the privacy leakage score by up to ±{num(reference['privleak_noise_95'], 0)} points (95%) at these "
+            f"sample sizes" + (f"; that is as wide as the gate's bound, so the privacy check cannot mean much: use at least "
+                                 f"{reference.get('texts_needed')} requested and {reference.get('texts_needed')} never-seen texts"
+                                 if reference.get("too_small") else "") + ".",
+            "bad" if reference.get("too_small") else "warn"))
     if counts.get("privleak_forget"):
         sentences.append(Sentence(
             f"Membership was tested on {counts['privleak_forget']} requested and {counts.get('privleak_holdout')} never-seen texts; "
