@@ -118,43 +118,57 @@ def verify_endpoint(
         target.find_deployment(records, url, [], deployment_id)
     with OpenAIEndpoint(url, api_key=api_key, concurrency=concurrency) as endpoint:
         listed = endpoint.models()
-        served_ids = [str(item.get("id")) for item in listed]
-        deployment = target.find_deployment(records, endpoint.url, served_ids, deployment_id)
+        deployment = target.find_deployment(records, endpoint.url, [str(item.get("id")) for item in listed], deployment_id)
         _check_request(deployment, records, request_id)
         verification = Verification(uuid.uuid4().hex, endpoint.url, None, deployment, [], None, sorted(skip))
         verification.extra["tolerance"] = tolerances
-        name = deployment.get("served_model_name") or f"{deployment['name']}/{deployment['version']}"
-        server = next((item for item in listed if item.get("id") == name), None)
-        verification.extra["server"] = _server_facts(server)
-        if server is None:
-            verification.checks.append(Check(
-                "served_model", "failed", f"the endpoint lists {served_ids}, not {name}, which deployment "
-                f"{deployment['deployment_id']} recorded", registered=name, measured=", ".join(served_ids)))
-            return record(workspace, verification, deployment)
-        verification.served_model = name
-        verification.checks.append(Check("served_model", "passed", f"the endpoint serves {name}", registered=name, measured=name))
-        goal = target.resolve_target(workspace, records, deployment, skip=skip)
-        progress.note(f"{goal.version.ref} at {endpoint.url}: measuring {', '.join(k for k in goal.registered if k != 'auc')} on request "
-                      f"{goal.evaluated_request}'s forget set (limit {goal.limit or 'none'}), {concurrency} requests in flight",
-                      label="verify-endpoint", enabled=show_progress)
-        with tempfile.TemporaryDirectory(prefix="unlearnops-tokenizer-") as scratch:
-            model_dir = tokenizer or target.fetch_tokenizer(goal.version, provenance.tracking_uri(workspace), Path(scratch))
-            tok, model = measure.load_tokenizer(model_dir)
-            from ..corpus import Corpus
-
-            metrics = [key for key in measure.MEASURABLE if key in goal.registered or (key == "privleak" and "auc" in goal.registered)]
-            jobs = measure.plan_jobs(Corpus.load(goal.corpus), metrics, tok, model, goal.limit)
-        measure.check_fits(jobs, server.get("max_model_len"), endpoint.url)
-        with progress.task(f"endpoint {name}", len(jobs), enabled=show_progress) as bar:
-            verification.measurement = measure.measure(endpoint, name, jobs, retrain_auc=goal.retrain_auc,
-                                                       max_model_len=server.get("max_model_len"), on_done=bar.advance)
-        verification.checks += compare(goal, verification.measurement, tolerances)
-        verification.extra["registered"] = {
-            "version": goal.version.ref, "run_id": goal.version.run_id, "gate_report_sha256": goal.version.gate_report_sha256,
-            "values": goal.registered, "counts": goal.counts, "limit": goal.limit, "retrain_auc": goal.retrain_auc,
-            "evaluated_request": goal.evaluated_request, "request_data": goal.request_data,
-        }
+        server = _identify(verification, listed)
+        if server is not None:  # the served name matches: measure what answers under it
+            goal = target.resolve_target(workspace, records, deployment, skip=skip)
+            _measure(verification, goal, endpoint, server, tokenizer, workspace, show_progress)
+            verification.checks += compare(goal, verification.measurement, tolerances)
     return record(workspace, verification, deployment)
+
+
+def _identify(verification: Verification, listed: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The served-name check: the server must list the name the deployment was recorded under."""
+    deployment = verification.deployment
+    name = deployment.get("served_model_name") or f"{deployment['name']}/{deployment['version']}"
+    server = next((item for item in listed if item.get("id") == name), None)
+    verification.extra["server"] = _server_facts(server)
+    served = [str(item.get("id")) for item in listed]
+    if server is None:
+        verification.checks.append(Check("served_model", "failed", f"the endpoint lists {served}, not {name}, which deployment "
+                                         f"{deployment['deployment_id']} recorded", registered=name, measured=", ".join(served)))
+        return None
+    verification.served_model = name
+    verification.checks.append(Check("served_model", "passed", f"the endpoint serves {name}", registered=name, measured=name))
+    return server
+
+
+def _measure(verification: Verification, goal: target.Target, endpoint: OpenAIEndpoint, server: dict[str, Any],
+             tokenizer: Path | None, workspace: Workspace, show_progress: bool) -> None:
+    """Build the registered evaluation's requests, send them, score them (verification.measurement)."""
+    from ..corpus import Corpus
+
+    name = verification.served_model
+    progress.note(f"{goal.version.ref} at {endpoint.url}: measuring {', '.join(k for k in goal.registered if k != 'auc')} on request "
+                  f"{goal.evaluated_request}'s forget set (limit {goal.limit or 'none'}), {endpoint.concurrency} requests in flight",
+                  label="verify-endpoint", enabled=show_progress)
+    with tempfile.TemporaryDirectory(prefix="unlearnops-tokenizer-") as scratch:
+        model_dir = tokenizer or target.fetch_tokenizer(goal.version, provenance.tracking_uri(workspace), Path(scratch))
+        tok, model = measure.load_tokenizer(model_dir)
+        metrics = [key for key in measure.MEASURABLE if key in goal.registered or (key == "privleak" and "auc" in goal.registered)]
+        jobs = measure.plan_jobs(Corpus.load(goal.corpus), metrics, tok, model, goal.limit)
+    measure.check_fits(jobs, server.get("max_model_len"), endpoint.url)
+    with progress.task(f"endpoint {name}", len(jobs), enabled=show_progress) as bar:
+        verification.measurement = measure.measure(endpoint, name, jobs, retrain_auc=goal.retrain_auc,
+                                                   max_model_len=server.get("max_model_len"), on_done=bar.advance)
+    verification.extra["registered"] = {
+        "version": goal.version.ref, "run_id": goal.version.run_id, "gate_report_sha256": goal.version.gate_report_sha256,
+        "values": goal.registered, "counts": goal.counts, "limit": goal.limit, "retrain_auc": goal.retrain_auc,
+        "evaluated_request": goal.evaluated_request, "request_data": goal.request_data,
+    }
 
 
 def tolerance_of(overrides: dict[str, float] | None) -> dict[str, float]:
