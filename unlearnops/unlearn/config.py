@@ -45,6 +45,11 @@ class UnlearnConfig(BaseModel):
     stop_knowmem: float | None = Field(
         None, ge=0, le=100, description="Stop at the first epoch with KnowMem_f at or below this (MUSE's rule; default: the bench's retrain model)."
     )
+    stop_privleak: float | None = Field(
+        None,
+        ge=0,
+        description="Also require |PrivLeak| at or below this (0-100 scale, both directions) before stopping; the reference is the bench's retrain AUC (bench.json beside the corpus).",
+    )
     stop_on: Literal["full-precision", "quantized"] = Field(
         "full-precision",
         description="Which model the stopping evaluation measures: full-precision (the trained weights) or quantized (a copy quantized with stop_scheme: the model that ships).",
@@ -59,7 +64,7 @@ class UnlearnConfig(BaseModel):
         description="SIMULATION: group size; after every step clamp weights into the source's RTN W4A16 cells (full mode only), so the 4-bit model cannot change.",
     )
     eval_limit: int = Field(48, ge=0, description="Items per metric in the per-epoch evaluation; 0 turns it off (runs the epoch cap).")
-    epoch_metrics: tuple[Literal["verbmem_f", "knowmem_f", "knowmem_r"], ...] = Field(
+    epoch_metrics: tuple[Literal["verbmem_f", "knowmem_f", "knowmem_r", "privleak"], ...] = Field(
         ("knowmem_f", "knowmem_r"),
         description="Metrics measured after each epoch (stop-target metrics are always added); verbmem_f's 128-token generations cost the most.",
     )
