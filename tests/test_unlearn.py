@@ -172,6 +172,17 @@ def test_privleak_target_is_two_sided():
     assert not targets_met({"knowmem_f": 2.0, "privleak": 0.0}, targets)[0]  # PrivLeak alone is not forgetting
 
 
+def test_overshooting_the_privleak_band_stops_over_unlearning():
+    """PrivLeak rises as the forget texts' likelihood falls: past +target, more epochs only raise it."""
+    from unlearnops.unlearn.trainer import overshot
+
+    targets = {"knowmem_f": {"value": 1.0}, "privleak": {"value": 25.0}}
+    assert overshot({"knowmem_f": 0.0, "privleak": 30.0}, targets)
+    assert not overshot({"knowmem_f": 0.0, "privleak": -30.0}, targets)  # still leaking: go on
+    assert not overshot({"knowmem_f": 5.0, "privleak": 30.0}, targets)  # not forgotten yet: go on
+    assert not overshot({"knowmem_f": 0.0, "privleak": 30.0}, {"knowmem_f": {"value": 1.0}})
+
+
 def test_privleak_target_adds_to_muses_rule_and_needs_a_reference(micro, tmp_path):
     from unlearnops.unlearn.trainer import _drop_unmeasurable, epoch_metrics, privleak_reference, stop_targets
 

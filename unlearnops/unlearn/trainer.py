@@ -307,6 +307,10 @@ def run_epochs(run: Training, show_progress: bool) -> tuple[list[dict], dict]:
             if met:
                 bar.update(task, total=steps_done)
                 return history, {"chosen_epoch": epoch, "reason": f"first epoch meeting the target: {why}", "target_met": True}
+            if overshot(entry["metrics"], run.targets):
+                bar.update(task, total=steps_done)
+                reason = f"over-unlearned: {why}; stopped, since more unlearning only raises PrivLeak further"
+                return history, {"chosen_epoch": epoch, "reason": reason, "target_met": False}
             if steps_done >= total:
                 break
     if steps_done >= total and len(history) < config.epochs:
@@ -405,6 +409,16 @@ def target_met(metric: str, score: float, value: float) -> bool:
     """Forgetting metrics must be at or below their target; PrivLeak within +-target (MUSE reads
     both signs: below 0 the forget texts still leak membership, above 0 over-unlearning)."""
     return abs(score) <= value if metric not in FORGETTING else score <= value
+
+
+def overshot(scores: dict[str, float], targets: dict[str, dict]) -> bool:
+    """The forgetting targets are met and PrivLeak went past +target in one epoch (it rises as the
+    forget texts' likelihood falls: measured on the bench, docs/unlearn.md): stop rather than go on
+    over-unlearning until the epoch cap."""
+    if "privleak" not in targets or not scores:
+        return False
+    forgetting = all(target_met(metric, scores[metric], target["value"]) for metric, target in targets.items() if metric in FORGETTING)
+    return forgetting and scores["privleak"] > targets["privleak"]["value"]
 
 
 def targets_met(scores: dict[str, float], targets: dict[str, dict]) -> tuple[bool, str]:
