@@ -22,7 +22,7 @@ class UnlearnConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     method: str = Field("ga", description="Forget loss: ga (gradient ascent) or npo (negative preference optimisation).")
-    regularizer: str = Field("gdr", description="Retain loss: none, gdr (NLL on retain) or klr (KL to the reference on retain).")
+    regularizer: str = Field("klr", description="Retain loss: none, gdr (NLL on retain) or klr (KL to the reference on retain; measured to keep the most utility, docs/unlearn.md).")
     mode: Literal["lora", "full"] = Field("lora", description="lora: train adapters, then merge; full: train every weight.")
     lr: float | None = Field(None, gt=0, description="AdamW learning rate, constant; default 5e-4 (lora) / 3e-4 (full).")
     epochs: int = Field(24, ge=1, description="Cap on passes over the forget set; the stopping rule may end earlier.")
