@@ -18,6 +18,10 @@ from pathlib import Path
 
 import pytest
 
+# tests/data holds inputs, among them the worked example of a metric and its test (run by test_metrics.py
+# in a copy of the package that has the metric): not part of this suite.
+collect_ignore = ["data"]
+
 SHARED_MUSE_NEWS = Path(__file__).resolve().parents[1].parent / "shared" / "muse-news"
 
 

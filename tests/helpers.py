@@ -65,3 +65,14 @@ def write_bench_request(path: Path, request_id: str, *, model: str = "models:/un
         "forget": data, "retain": data, "holdout": data,
     }))
     return path
+
+
+def package_with_metric(dst: Path, module: Path) -> Path:
+    """A copy of the unlearnops package with one more metric module in unlearnops/metrics/; put
+    the returned directory first on PYTHONPATH (a subprocess) to use it."""
+    import shutil
+
+    package = Path(__file__).resolve().parents[1] / "unlearnops"
+    shutil.copytree(package, dst / "unlearnops", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(module, dst / "unlearnops" / "metrics" / module.name)
+    return dst

@@ -241,6 +241,10 @@ def test_cli_human_table(cli, tiny, corpus_dir):
     assert result.exit_code == 0, result.stderr
     for text in ("VerbMem forget", "KnowMem retain", "PrivLeak", "precision measured: float32", "--retrain-auc 0.4772"):
         assert text in result.stdout
+    assert f"MUSE metrics of {model_dir}" in result.stdout  # no terminal: the table is not cut at 80 columns
+    # No terminal either on stderr: the library's progress comes as plain lines, one per metric's end at least.
+    for line in ("VerbMem forget: 1/1 (100%)", "KnowMem forget: 1/1 (100%)", "KnowMem retain: 1/1 (100%)", "PrivLeak (target): 2/2 (100%)"):
+        assert line in result.stderr
 
 
 def _write(path: Path, value) -> None:

@@ -33,6 +33,7 @@ def test_all_checks_pass_on_a_good_quantized_model():
     assert report.passed and report.decision == "passed"
     assert [c.name for c in report.checks] == [
         "verbmem_f", "knowmem_f", "utility_ratio", "privleak", "quantization_gap.verbmem_f", "quantization_gap.knowmem_f",
+        "quantization_gap.privleak",
     ]
     assert all(c.status == "passed" for c in report.checks)
     assert check(report, "utility_ratio").measured == pytest.approx(80 / 90)

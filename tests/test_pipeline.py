@@ -6,8 +6,10 @@ MLflow-project run and the resume test reuse them and only redo what they change
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -17,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import write_bench_request
+from helpers import package_with_metric, write_bench_request
 from unlearnops import registry
 from unlearnops.audit import AuditLog
 from unlearnops.pipeline import run_lock, run_request
@@ -227,3 +229,63 @@ def test_stage_store_rebuilds_an_output_without_its_completion_marker(tmp_path):
     assert (again.path / "weights").read_text() == "complete" and again.record["size"] == 8
     assert not list((tmp_path / "quantize").glob(".*.partial"))
     assert store.run("quantize", {"scheme": "gptq"}, {"model": "abc"}, build).key != first.key
+
+
+RUN_WITH_THE_EXAMPLE_METRIC = """
+import json, sys
+from unlearnops.pipeline import run_request
+from unlearnops.workspace import Workspace
+
+summary = run_request(sys.argv[1], sys.argv[2], Workspace.resolve(sys.argv[3]), show_progress=False)
+print(json.dumps(summary.to_dict(), default=str))
+"""
+
+
+def test_every_registered_metric_reaches_the_gate_mlflow_and_the_registry(env, tmp_path):
+    # The worked example of docs/architecture.md, dropped into a copy of the package as one module.
+    package = package_with_metric(tmp_path / "package", REPO / "tests" / "data" / "metrics" / "knowmem_f_em.py")
+    pipeline = pipeline_variant(tmp_path / "em.yaml", gate={"max_knowmem_f_em": 100.0, "max_quant_gap": 100.0})
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(package), os.environ.get("PYTHONPATH", "")])}
+    command = [sys.executable, "-c", RUN_WITH_THE_EXAMPLE_METRIC, str(env["first"]), str(pipeline), str(env["ws"].root)]
+    result = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=900, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout.splitlines()[-1])
+    stages = {stage["stage"]: stage["cached"] for stage in summary["stages"]}
+    assert stages["unlearn"] and stages["quantize"] and not stages["evaluate:quantized"]  # only what measures it is redone
+    checks = {check["name"]: check for check in summary["gate"]["checks"]}
+    assert checks["knowmem_f_em"]["measured"] is not None and "quantization_gap.knowmem_f_em" in checks
+    assert summary["passed"], summary["failures"]
+    assert {"source.knowmem_f_em", "fp.knowmem_f_em", "q.knowmem_f_em"} <= set(summary["metrics"])
+    client = registry.client(env["uri"])
+    assert "q.knowmem_f_em" in client.get_run(summary["run_id"]).data.metrics
+    children = client.search_runs([client.get_run(summary["run_id"]).info.experiment_id],
+                                  f"tags.mlflow.parentRunId = '{summary['run_id']}' and attributes.run_name = 'evaluate:quantized'")
+    assert "metrics.knowmem_f_em" in children[0].data.metrics
+    tags = registry.resolve(f"unlearnops-bench/{summary['version']['version']}", tracking_uri=env["uri"]).tags
+    assert float(tags["unlearnops.metric.q.knowmem_f_em"]) == pytest.approx(summary["metrics"]["q.knowmem_f_em"], abs=1e-3)
+
+
+def test_run_ends_with_the_workspace_and_the_exact_commands_to_serve(env, cli):
+    # Last in this module: it moves @production of the shared workspace's model.
+    document = json.loads(cli("run", "--request", env["first"], "--pipeline", CI, "--json").stdout)
+    result = cli("run", "--request", env["first"], "--pipeline", CI, "--workspace", env["ws"].root)
+    assert result.exit_code == 0, result.stderr
+    assert f"workspace: {env['ws'].root}" in result.stdout and document["workspace"] == str(env["ws"].root)
+    commands = [line.strip() for line in result.stdout.splitlines() if line.startswith("  unlearnops ")]
+    version = env["summary"].version
+    assert commands == document["next_commands"] == [
+        f"unlearnops promote {version['name']} {version['version']} --workspace {env['ws'].root}",
+        f"unlearnops serve --model {version['name']}@production --workspace {env['ws'].root}",
+    ]
+    # The printed commands work as printed: promote, then the model `serve` names is that version.
+    promoted = cli(*shlex.split(commands[0])[1:])
+    assert promoted.exit_code == 0, promoted.stderr
+    serve_args = shlex.split(commands[1])
+    promoted_version = registry.resolve(serve_args[serve_args.index("--model") + 1], tracking_uri=env["uri"])
+    assert promoted_version.version == version["version"]
+    # A version already @production needs no promote; a failed gate has nothing to serve.
+    from unlearnops.cli.pipeline import next_commands
+
+    live = dataclasses.replace(env["summary"], version=promoted_version.to_dict())
+    assert next_commands(live) == [commands[1]]
+    assert next_commands(dataclasses.replace(env["summary"], passed=False, version=None)) == []

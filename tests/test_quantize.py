@@ -173,7 +173,7 @@ def test_calibrated_scheme_without_calibration_data_is_refused(fp_model, tmp_pat
 
 def test_calibrating_on_forget_data_is_refused(fp_model, corpus_dir, tmp_path, cli):
     renamed = tmp_path / "notes.json"  # the forget texts under another name, outside the corpus
-    renamed.write_text(json.dumps(FORGET[:3] + RETAIN[:3]))
+    renamed.write_text(json.dumps([FORGET[0], FORGET[1].upper(), f"  {FORGET[2]}!"] + RETAIN[:3]))  # near-duplicates count
     refused = [
         f"{corpus_dir}:forget",
         str(corpus_dir / "raw" / "forget.json"),
@@ -185,7 +185,7 @@ def test_calibrating_on_forget_data_is_refused(fp_model, corpus_dir, tmp_path, c
         assert result.exit_code == 1, calibration
         assert "is the forget data" in result.stderr and "retain" in result.stderr
         _no_leftovers(tmp_path / "q")
-    assert "3 of its 6 texts are forget texts" in result.stderr
+    assert "3 of its 6 texts are forget texts, up to case" in result.stderr
 
 
 # ---- the AWQ-on-CPU workaround --------------------------------------------------------------------

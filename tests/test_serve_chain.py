@@ -2,6 +2,10 @@
 
 Everything goes through the CLI, `serve` as its own process (as an operator or systemd runs
 it) and stopped with SIGTERM. One vLLM start (~45-150 s on 2 shared CPU cores).
+
+The AVX2 route is forced (`--isa avx2`), so the test serves the same way on an AVX2-only CPU and
+on an AVX-512 one: with a CPU vLLM, the W4A16 model is served as its dense copy, derived from the
+registered files and recorded in deployment.started.
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ from pathlib import Path
 import pytest
 
 from helpers import write_bench_request
-from unlearnops import audit, serve
+from unlearnops import audit, registry, serve
+from unlearnops.fileio import canonical_json, sha256_bytes, sha256_tree
+from unlearnops.workspace import Workspace
 
 pytestmark = [
     pytest.mark.vllm,
@@ -36,7 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 CI = REPO / "pipelines" / "ci.yaml"
 REQUEST_ID = "tiny-serve-0001"
 API_KEY = "chain-key-0123456789"
-START_TIMEOUT_S = 300
+START_TIMEOUT_S = 600  # derive + vLLM start; 250 s measured at load average 15 on 2 cores
 
 
 def _free_port() -> int:
@@ -95,17 +101,21 @@ def test_request_to_served_version_to_verified_audit_log(cli, chain_workspace, t
     promoted = _json(cli("promote", "--model", f"{name}/{version}", "--json"))
     assert "production" in promoted["aliases"]
 
-    # 2. the command the CLI will run: the W4A16 compressed-tensors artifact gets float16 on a CPU vLLM
-    plan = _json(cli("serve", "--model", f"{name}@production", "--api-key", API_KEY, "--dry-run", "--json"))
+    # 2. the route and the command, decided before anything starts: on a CPU vLLM with AVX2 forced,
+    #    the W4A16 artifact is served as a dense float32 copy (no W4A16 kernel in the AVX2 build)
+    plan = _json(cli("serve", "--model", f"{name}@production", "--api-key", API_KEY, "--isa", "avx2", "--dry-run", "--json"))
     argv = plan["command"]["argv"]
-    cpu = serve.is_cpu_vllm(os.environ[serve.VLLM_PYTHON_ENV])
-    assert (argv[argv.index("--dtype") + 1] if "--dtype" in argv else None) == ("float16" if cpu else None)
+    cpu = serve.inspect_vllm(os.environ[serve.VLLM_PYTHON_ENV]).flavor == "cpu"
+    assert plan["route"]["name"] == ("dense" if cpu else "native"), plan["route"]
+    assert (argv[argv.index("--dtype") + 1] if "--dtype" in argv else None) == ("float32" if cpu else None)
+    registered_sha = registry.resolve(f"{name}@production", tracking_uri=Workspace.resolve(workspace).tracking_uri).tags[registry.TAG_MODEL_SHA]
+    assert plan["artifact_sha256"] == registered_sha
 
     # 3. the real CLI serves it in its own process
     port, stderr_path = _free_port(), tmp_path / "serve.stderr"
     with open(stderr_path, "wb") as stderr:
         process = subprocess.Popen(
-            [sys.executable, "-m", "unlearnops.cli", "serve", "--model", f"{name}@production", "--api-key", API_KEY,
+            [sys.executable, "-m", "unlearnops.cli", "serve", "--model", f"{name}@production", "--api-key", API_KEY, "--isa", "avx2",
              "--port", str(port), "--max-model-len", "512", "--health-timeout", str(START_TIMEOUT_S), "--json"],
             stdout=subprocess.PIPE, stderr=stderr, stdin=subprocess.DEVNULL,
         )
@@ -114,10 +124,16 @@ def test_request_to_served_version_to_verified_audit_log(cli, chain_workspace, t
         base, served = f"http://127.0.0.1:{port}", f"{name}/{version}"
         status, models = _http("GET", base + "/v1/models", key=API_KEY)
         assert status == 200 and [m["id"] for m in models["data"]] == [served]
+        # `root` names the served directory, never a path of this machine
+        assert models["data"][0]["root"] == Path(plan["served_dir"]).name and str(tmp_path) not in json.dumps(models)
         prompt = {"model": served, "prompt": "The", "max_tokens": 4, "temperature": 0}
         status, completion = _http("POST", base + "/v1/completions", prompt, key=API_KEY)
         assert status == 200 and isinstance(completion["choices"][0]["text"], str)
         assert _http("POST", base + "/v1/completions", prompt)[0] == 401
+        # the bench tokenizer has no chat template: the plain one makes chat a completion of the text
+        chat = {"model": served, "messages": [{"role": "user", "content": "The"}], "max_tokens": 4, "temperature": 0}
+        status, answer = _http("POST", base + "/v1/chat/completions", chat, key=API_KEY)
+        assert status == 200 and answer["choices"][0]["message"]["content"] == completion["choices"][0]["text"]
 
         live = _json(cli("audit", "status", "--json"))
         assert [d["deployment_id"] for d in live["live"]] == [started["deployment_id"]]
@@ -137,7 +153,18 @@ def test_request_to_served_version_to_verified_audit_log(cli, chain_workspace, t
     assert records[audit.DEPLOYMENT_STOPPED]["reason"] == "signal SIGTERM"
     recorded = records[audit.DEPLOYMENT_STARTED]
     assert (recorded["host"], recorded["port"], recorded["api_key_required"]) == ("127.0.0.1", port, True)
-    assert len(recorded["artifact_sha256"]) == 64 and recorded["request_ids"] == [REQUEST_ID]
+    assert recorded["artifact_sha256"] == registered_sha and recorded["request_ids"] == [REQUEST_ID]
+    # the files vLLM was handed, by hash, and how they derive from the registered ones
+    assert recorded["served_sha256"] == sha256_tree(plan["served_dir"])
+    if cpu:
+        assert (recorded["route"], recorded["dtype"], recorded["vllm_extension"]) == ("dense", "float32", "_C_AVX2")
+        assert recorded["derived_from_sha256"] == registered_sha and recorded["derivation_method"] == "dequantize-compressed-tensors"
+        record_path = Path(plan["served_dir"] + ".json")  # the full derivation record, pinned by its hash
+        derivation = json.loads(record_path.read_text())
+        assert recorded["derivation_record_sha256"] == sha256_bytes(canonical_json(derivation))
+        assert (derivation["source_sha256"], derivation["served_sha256"]) == (registered_sha, recorded["served_sha256"])
+    else:
+        assert recorded["route"] == "native" and recorded["served_sha256"] == registered_sha
     with socket.socket() as probe:
         # vLLM is gone with serve: nothing listens on its port (SO_REUSEADDR ignores TIME_WAIT).
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

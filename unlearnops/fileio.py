@@ -157,13 +157,18 @@ def sha256_tree(root: Path | str) -> str:
 
 
 def write_text(path: Path | str, text: str) -> None:
-    """Write a text file (e.g. JSON Lines) atomically: a temporary file in the same directory, then rename."""
+    """Write a text file (e.g. JSON Lines) atomically (see write_bytes)."""
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_bytes(path: Path | str, data: bytes) -> None:
+    """Write a file atomically: a temporary file in the same directory, then rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)

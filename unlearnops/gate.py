@@ -5,7 +5,8 @@ without a model. The writers turn a report into the evidence a release needs: JS
 Markdown (reviewers), JUnit XML (CI dashboards: one testcase per check) and a PNG plot of the
 metrics per precision against the thresholds.
 
-Checks (names are stable; CI and tests key on them):
+Checks, one set per metric in the registry (unlearnops.metrics), in its order; the names are
+stable (CI and tests key on them). With MUSE's metrics:
   verbmem_f                     quantized VerbMem_f <= max_verbmem_f   (unmeasured: fails)
   knowmem_f                     quantized KnowMem_f <= max_knowmem_f   (unmeasured: fails)
   utility_ratio                 quantized KnowMem_r / source KnowMem_r >= min_utility_ratio
@@ -15,6 +16,8 @@ Checks (names are stable; CI and tests key on them):
   inherited.<request>.verbmem_f / .knowmem_f
                                 the same forget bounds on every earlier request the model
                                 inherits (sustainability: forgetting must not wear off)
+A metric's `Bound` gives its check (kind, threshold, what an unmeasured value means);
+`quantization_gap` and `inherited` add the other two.
 
 A check whose input was not supplied (no source metrics, no full-precision metrics, no retrain
 AUC for PrivLeak) is reported as skipped, never silently passed; the pipeline always supplies
@@ -29,19 +32,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from . import metrics
 from .errors import UnlearnopsError
-from .fileio import write_json
-from .policy import Policy
+from .fileio import write_bytes, write_json, write_text
+from .metrics import METRICS, Metric
+from .policy import QUANT_GAP, Policy
 
 Status = Literal["passed", "failed", "skipped"]
-
-# Human labels for the metrics the gate reads (MUSE's 0-100 scale).
-METRIC_LABELS = {
-    "verbmem_f": "VerbMem_f",
-    "knowmem_f": "KnowMem_f",
-    "knowmem_r": "KnowMem_r",
-    "privleak": "PrivLeak",
-}
 
 
 @dataclass(frozen=True)
@@ -133,24 +130,8 @@ def evaluate_gate(
     """Apply `policy` to the quantized model's metrics; pure, no I/O."""
     if not isinstance(quantized, dict):
         raise UnlearnopsError("quantized metrics: expected a mapping of metric -> value (`unlearnops evaluate --json` output)")
-    verbmem = _number(quantized, "verbmem_f", where="quantized metrics", required=False)
-    knowmem = _number(quantized, "knowmem_f", where="quantized metrics", required=False)
-    knowmem_r = _number(quantized, "knowmem_r", where="quantized metrics", required=False)
-    privleak = _number(quantized, "privleak", where="quantized metrics", required=False)
-    # Forgetting that was not measured cannot be shown: a missing forget metric FAILS its check.
-    checks = [
-        _bound("verbmem_f", verbmem, policy.max_verbmem_f, "max", _or_missing(verbmem, "VerbMem on the forget set, quantized", "verbmem/forget.json"), missing="failed"),
-        _bound("knowmem_f", knowmem, policy.max_knowmem_f, "max", _or_missing(knowmem, "KnowMem on the forget QA, quantized", "knowmem/forget_qa.json"), missing="failed"),
-        _utility_check(knowmem_r, source, policy),
-        _bound(
-            "privleak",
-            None if privleak is None else abs(privleak),
-            policy.max_abs_privleak,
-            "max",
-            "|PrivLeak| of the quantized model" if privleak is not None else "no retrain AUC, PrivLeak not computed",
-        ),
-        *_gap_checks(quantized, full_precision, policy),
-    ]
+    checks = [_metric_check(metric, quantized, source, policy) for metric in metrics.gated()]
+    checks += [_gap_check(metric, quantized, full_precision, policy) for metric in metrics.with_gap()]
     inherited = list(inherited)
     for earlier in inherited:
         checks.extend(_inherited_checks(earlier, policy))
@@ -163,49 +144,56 @@ def evaluate_gate(
     )
 
 
-def _or_missing(value: float | None, detail: str, needs: str) -> str:
-    return detail if value is not None else f"not measured: the corpus has no {needs}; add it so forgetting can be verified"
+def _metric_check(metric: Metric, quantized: dict[str, Any], source: dict[str, Any] | None, policy: Policy) -> Check:
+    """The metric's bound on the quantized model (a ratio bound compares it with the source's)."""
+    bound = metric.bound
+    threshold = getattr(policy, bound.threshold)
+    value = _number(quantized, metric.key, where="quantized metrics", required=False)
+    if value is None:
+        # Forgetting that was not measured cannot be shown: without an `unmeasured` reason the check FAILS.
+        if bound.unmeasured is None:
+            detail = f"not measured: the corpus has no {metric.needs[0]}.json; add it so forgetting can be verified"
+            return _bound(metric.check, None, threshold, bound.direction, detail, missing="failed")
+        return _bound(metric.check, None, threshold, bound.direction, bound.unmeasured)
+    if bound.kind == "abs_max":
+        return _bound(metric.check, abs(value), threshold, "max", f"|{metric.label}| of the quantized model")
+    if bound.kind == "min_ratio_to_source":
+        source_value = _number(source, metric.key, where="source metrics", required=False)
+        if source_value is None:
+            return _bound(metric.check, None, threshold, "min", f"no source metrics, {metric.label} not compared")
+        # A source that knows nothing of the retain set cannot lose utility: the ratio is 1.
+        ratio = value / source_value if source_value > 0 else 1.0
+        return _bound(metric.check, ratio, threshold, "min", f"{metric.label} quantized {value:.2f} / source {source_value:.2f}")
+    return _bound(metric.check, value, threshold, "max", f"{metric.description}, quantized")
 
 
-def _utility_check(knowmem_r: float | None, source: dict[str, Any] | None, policy: Policy) -> Check:
-    source_r = _number(source, "knowmem_r", where="source metrics", required=False)
-    if knowmem_r is None:
-        return _bound("utility_ratio", None, policy.min_utility_ratio, "min", "no retain QA (knowmem/retain_qa.json), utility not measured")
-    if source_r is None:
-        return _bound("utility_ratio", None, policy.min_utility_ratio, "min", "no source metrics, utility not compared")
-    # A source that knows nothing of the retain set cannot lose utility: the ratio is 1.
-    ratio = knowmem_r / source_r if source_r > 0 else 1.0
-    detail = f"KnowMem_r quantized {knowmem_r:.2f} / source {source_r:.2f}"
-    return _bound("utility_ratio", ratio, policy.min_utility_ratio, "min", detail)
-
-
-def _gap_checks(quantized: dict[str, Any], full_precision: dict[str, Any] | None, policy: Policy) -> list[Check]:
-    checks = []
-    for metric in ("verbmem_f", "knowmem_f"):
-        name = f"quantization_gap.{metric}"
-        fp_value = _number(full_precision, metric, where="full-precision metrics", required=False)
-        if fp_value is None:
-            checks.append(_bound(name, None, policy.max_quant_gap, "max", "no full-precision metrics, gap not measured"))
-            continue
-        q_value = _number(quantized, metric, where="quantized metrics", required=False)
-        if q_value is None:
-            checks.append(_bound(name, None, policy.max_quant_gap, "max", f"no quantized {METRIC_LABELS[metric]}, gap not measured"))
-            continue
-        detail = f"{METRIC_LABELS[metric]} quantized {q_value:.2f} - full precision {fp_value:.2f}: forgetting lost to quantization"
-        checks.append(_bound(name, q_value - fp_value, policy.max_quant_gap, "max", detail))
-    return checks
+def _gap_check(metric: Metric, quantized: dict[str, Any], full_precision: dict[str, Any] | None, policy: Policy) -> Check:
+    name, threshold = f"quantization_gap.{metric.key}", getattr(policy, QUANT_GAP)
+    fp_value = _number(full_precision, metric.key, where="full-precision metrics", required=False)
+    if fp_value is None:
+        return _bound(name, None, threshold, "max", "no full-precision metrics, gap not measured")
+    q_value = _number(quantized, metric.key, where="quantized metrics", required=False)
+    if q_value is None:
+        return _bound(name, None, threshold, "max", f"no quantized {metric.label}, gap not measured")
+    if metric.bound.kind == "abs_max":
+        # Two-sided metric: what quantization may not add is distance from 0 (either sign).
+        detail = (f"|{metric.label}| quantized |{q_value:+.2f}| - full precision |{fp_value:+.2f}| "
+                  f"(signed change {q_value - fp_value:+.2f}): privacy lost to quantization")
+        return _bound(name, abs(q_value) - abs(fp_value), threshold, "max", detail)
+    detail = f"{metric.label} quantized {q_value:.2f} - full precision {fp_value:.2f}: forgetting lost to quantization"
+    return _bound(name, q_value - fp_value, threshold, "max", detail)
 
 
 def _inherited_checks(earlier: InheritedRequest, policy: Policy) -> list[Check]:
     checks = []
-    for metric, threshold in (("verbmem_f", policy.max_verbmem_f), ("knowmem_f", policy.max_knowmem_f)):
-        name = f"inherited.{earlier.request_id}.{metric}"
+    for metric in metrics.inherited():
+        name, threshold = f"inherited.{earlier.request_id}.{metric.key}", getattr(policy, metric.bound.threshold)
         if earlier.problem or earlier.metrics is None:
             detail = earlier.problem or "not re-evaluated"
             checks.append(_bound(name, None, threshold, "max", detail, missing="failed"))
             continue
-        value = _number(earlier.metrics, metric, where=f"inherited request {earlier.request_id}", required=True)
-        detail = f"{METRIC_LABELS[metric]} on earlier request {earlier.request_id}'s forget set, quantized"
+        value = _number(earlier.metrics, metric.key, where=f"inherited request {earlier.request_id}", required=True)
+        detail = f"{metric.label} on earlier request {earlier.request_id}'s forget set, quantized"
         checks.append(_bound(name, value, threshold, "max", detail))
     return checks
 
@@ -228,9 +216,9 @@ def to_markdown(report: GateReport) -> str:
         bound = f"{'<=' if check.direction == 'max' else '>='} {check.threshold:.4g}"
         lines.append(f"| `{check.name}` | {measured} | {bound} | {check.status} | {check.detail} |")
     lines += ["", "## Metrics per precision", "", "| metric | source | full precision | quantized |", "| --- | --- | --- | --- |"]
-    for key, label in METRIC_LABELS.items():
-        cells = [_fmt((report.metrics.get(role) or {}).get(key)) for role in ("source", "full_precision", "quantized")]
-        lines.append(f"| {label} | {' | '.join(cells)} |")
+    for metric in METRICS.values():
+        cells = [_fmt((report.metrics.get(role) or {}).get(metric.key)) for role in ("source", "full_precision", "quantized")]
+        lines.append(f"| {metric.label} | {' | '.join(cells)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -259,20 +247,15 @@ def to_junit_xml(report: GateReport, *, suite: str = "unlearnops.gate") -> str:
 
 
 def plot(report: GateReport, path: Path) -> Path:
-    """Bars per precision for each gated metric, with the threshold as a dashed line."""
-    import matplotlib
+    """Bars per precision for each gated metric, with the threshold as a dashed line (written atomically)."""
+    import io
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # the object API draws with Agg: no display, no global backend switch
 
-    panels = [
-        ("verbmem_f", "VerbMem_f (lower is better)", report.policy["max_verbmem_f"]),
-        ("knowmem_f", "KnowMem_f (lower is better)", report.policy["max_knowmem_f"]),
-        ("knowmem_r", "KnowMem_r (utility)", _utility_floor(report)),
-        ("privleak", "|PrivLeak|", report.policy["max_abs_privleak"]),
-    ]
+    panels = [(metric.key, _panel_title(metric), _threshold_line(report, metric)) for metric in metrics.gated()]
     roles = [("source", "source"), ("full_precision", "full precision"), ("quantized", "quantized")]
-    figure, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4))
+    figure = Figure(figsize=(3.2 * len(panels), 3.4), layout="tight")
+    axes = figure.subplots(1, len(panels), squeeze=False)[0]
     for axis, (key, title, threshold) in zip(axes, panels):
         values = [abs(v) if isinstance(v := (report.metrics.get(role) or {}).get(key), (int, float)) else 0.0 for role, _ in roles]
         axis.bar([label for _, label in roles], values, color=["#999999", "#4c72b0", "#dd8452"])
@@ -281,17 +264,23 @@ def plot(report: GateReport, path: Path) -> Path:
         axis.set_title(title, fontsize=9)
         axis.tick_params(axis="x", labelsize=7, rotation=20)
     figure.suptitle(f"release gate: {report.decision}", fontsize=11)
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=90)
-    plt.close(figure)
+    png = io.BytesIO()
+    figure.savefig(png, format="png", dpi=90)
+    write_bytes(path, png.getvalue())
     return path
 
 
-def _utility_floor(report: GateReport) -> float | None:
-    """The utility threshold in KnowMem_r units: min ratio x source KnowMem_r."""
-    source_r = (report.metrics.get("source") or {}).get("knowmem_r")
-    return report.policy["min_utility_ratio"] * source_r if isinstance(source_r, (int, float)) else None
+def _panel_title(metric: Metric) -> str:
+    return f"|{metric.label}|" if metric.bound.kind == "abs_max" else f"{metric.label} ({metric.reading})"
+
+
+def _threshold_line(report: GateReport, metric: Metric) -> float | None:
+    """The threshold in the metric's units; a ratio bound's is min ratio x the source's value."""
+    threshold = report.policy[metric.bound.threshold]
+    if metric.bound.kind != "min_ratio_to_source":
+        return threshold
+    source_value = (report.metrics.get("source") or {}).get(metric.key)
+    return threshold * source_value if isinstance(source_value, (int, float)) else None
 
 
 REPORT_FILES = {"json": "gate.json", "markdown": "gate.md", "junit": "gate.junit.xml", "plot": "gate.png"}
@@ -303,13 +292,7 @@ def write_reports(report: GateReport, out: Path | str) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = {kind: out / name for kind, name in REPORT_FILES.items()}
     write_json(paths["json"], report.to_dict())
-    _write_text(paths["markdown"], to_markdown(report))
-    _write_text(paths["junit"], to_junit_xml(report))
+    write_text(paths["markdown"], to_markdown(report))
+    write_text(paths["junit"], to_junit_xml(report))
     plot(report, paths["plot"])
     return paths
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)

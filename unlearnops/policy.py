@@ -1,43 +1,29 @@
 """The release policy: thresholds the gate applies to the quantized model that will ship.
 
-One home for the threshold names, their direction and their defaults. Pipelines set them in
-YAML (`gate:` section of pipelines/*.yaml); a forget request may override them, but only to
-tighten (a lower upper bound, a higher lower bound), never to loosen.
+One threshold per gated metric, named, bounded and defaulted by its `Bound` in the metric
+registry (unlearnops.metrics), plus `max_quant_gap`, the bound on every metric whose quantization
+gap is checked. Pipelines set them in YAML (`gate:` section of pipelines/*.yaml); a forget
+request may override them, but only to tighten (a lower upper bound, a higher lower bound),
+never to loosen.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from . import metrics
 from .errors import UnlearnopsError, did_you_mean, first_validation_error
 
-# Direction of each threshold: "max" = measured value must be <= threshold, "min" = >=.
-DIRECTIONS: dict[str, Literal["max", "min"]] = {
-    "max_verbmem_f": "max",
-    "max_knowmem_f": "max",
-    "min_utility_ratio": "min",
-    "max_abs_privleak": "max",
-    "max_quant_gap": "max",
-}
+QUANT_GAP = "max_quant_gap"
 
 
-class Policy(BaseModel):
-    """Gate thresholds, on MUSE's 0-100 scale (utility ratio is a fraction of the source's)."""
+class _PolicyBase(BaseModel):
+    """Gate thresholds, on the metrics' scales (a ratio to the source is a fraction)."""
 
     model_config = ConfigDict(extra="forbid")
-
-    max_verbmem_f: float = Field(30.0, ge=0, le=100, description="Upper bound on VerbMem of the forget set, quantized model.")
-    max_knowmem_f: float = Field(45.0, ge=0, le=100, description="Upper bound on KnowMem of the forget QA, quantized model.")
-    min_utility_ratio: float = Field(
-        0.8, ge=0, le=1, description="KnowMem_r of the quantized model as a fraction of the source model's KnowMem_r."
-    )
-    max_abs_privleak: float = Field(100.0, ge=0, description="Upper bound on |PrivLeak| of the quantized model.")
-    max_quant_gap: float = Field(
-        10.0, ge=0, le=100, description="Upper bound on (quantized - full precision) for VerbMem_f and KnowMem_f."
-    )
 
     def tightened(self, overrides: dict[str, float] | None) -> "Policy":
         """Apply request overrides; refuse any that would loosen a threshold."""
@@ -70,3 +56,27 @@ class Policy(BaseModel):
         except ValidationError as err:
             field, message = first_validation_error(err)
             raise UnlearnopsError(f"{path}: gate.{field}: {message}") from None
+
+
+def _fields() -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    for metric in metrics.gated():
+        bound = metric.bound
+        if bound.threshold == QUANT_GAP:
+            raise UnlearnopsError(f"metric '{metric.key}': threshold '{QUANT_GAP}' is the policy's own; name it after the metric")
+        fields[bound.threshold] = (float, Field(bound.default, ge=bound.low, le=bound.high, description=bound.description))
+    labels = ", ".join(metric.label for metric in metrics.with_gap())
+    fields[QUANT_GAP] = (float, Field(10.0, ge=0, le=100, description=f"Upper bound on (quantized - full precision) for {labels}."))
+    return fields
+
+
+# The fields come from the registry, read once here: a metric registered later could not join.
+metrics.seal("unlearnops.policy")
+Policy = create_model("Policy", __base__=_PolicyBase, **_fields())
+Policy.__module__ = __name__
+
+# Direction of each threshold: "max" = measured value must be <= threshold, "min" = >=.
+DIRECTIONS: dict[str, Literal["max", "min"]] = {
+    **{metric.bound.threshold: metric.bound.direction for metric in metrics.gated()},
+    QUANT_GAP: "max",
+}

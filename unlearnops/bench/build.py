@@ -33,6 +33,13 @@ def recorded_metrics(bench: Path | str, model: str) -> dict:
     return recorded if isinstance(recorded, dict) else {}
 
 
+def privleak_reference(corpus: Path | str) -> float | None:
+    """PrivLeak's reference for a bench corpus: the retrain model's AUC that BENCH/bench.json recorded
+    beside BENCH/corpus; None for any other corpus (PrivLeak is then null unless one is given)."""
+    auc = recorded_metrics(Path(corpus).parent, "retrain").get("auc")
+    return float(auc) if isinstance(auc, (int, float)) and not isinstance(auc, bool) else None
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     shape: ModelShape
@@ -149,8 +156,9 @@ def _evaluate(bench: Path, show_progress: bool) -> dict:
 
 
 def _metric_subset(result: dict) -> dict:
-    keys = ("verbmem_f", "knowmem_f", "knowmem_r", "privleak", "auc")
-    return {key: result.get(key) for key in keys}
+    from ..metrics import METRICS
+
+    return {key: result.get(key) for key in (*METRICS, "auc")}
 
 
 def _manifest(bench: Path, seed: int, size: str, corpus_size, spec: ModelSpec, training: dict, metrics: dict,

@@ -8,7 +8,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..cli.output import progress
+from .. import progress
 
 
 @dataclass(frozen=True)
@@ -81,8 +81,7 @@ def train(model, sequences: list[list[int]], recipe: TrainRecipe, *, pad_id: int
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(step, recipe.warmup_steps, total_steps))
     model.train()
     epoch_losses: list[float] = []
-    with progress(description, disable=not show_progress) as bar:
-        task = bar.add_task(description, total=total_steps, status="")
+    with progress.task(description, total=total_steps, enabled=show_progress) as bar:
         for _ in range(recipe.epochs):
             losses = []
             for indices in _batches([len(ids) for ids in sequences], recipe.batch_size, order_rng):
@@ -94,7 +93,7 @@ def train(model, sequences: list[list[int]], recipe: TrainRecipe, *, pad_id: int
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 losses.append(loss.item())
-                bar.update(task, advance=1, status=f"loss {loss.item():.3f}")
+                bar.advance(status=f"loss {loss.item():.3f}")
             epoch_losses.append(sum(losses) / len(losses))
     model.eval()
     return epoch_losses

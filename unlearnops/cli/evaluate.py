@@ -10,14 +10,8 @@ import typer
 from .options import AllowPickleOpt, CorpusOpt, JsonOpt, ModelDirOpt, TrustRemoteCodeOpt
 from .output import emit, out_console, table
 
-# (result key, label, which way is better) in the order the table shows them.
-ROWS = (
-    ("verbmem_f", "VerbMem forget", "lower = forgotten"),
-    ("knowmem_f", "KnowMem forget", "lower = forgotten"),
-    ("knowmem_r", "KnowMem retain (utility)", "higher = kept"),
-    ("privleak", "PrivLeak", "0 ideal; < 0 still leaks"),
-    ("auc", "Min-40% AUC (0-1)", "0.5 = no membership signal"),
-)
+# PrivLeak's membership AUC, shown under the registered metrics.
+AUC_ROW = ("auc", "Min-40% AUC (0-1)", "0.5 = no membership signal")
 
 
 def evaluate_command(
@@ -39,7 +33,7 @@ def evaluate_command(
     batch_size: Annotated[int, typer.Option("--batch-size", help="Prompts generated (and texts scored) together.")] = 16,
     metric: Annotated[
         list[str] | None,
-        typer.Option("--metric", help="Compute only this metric (repeatable): verbmem_f, knowmem_f, knowmem_r, privleak.", show_default=False),
+        typer.Option("--metric", help="Compute only this metric (repeatable), a key of the metric registry: verbmem_f, knowmem_f, knowmem_r, privleak, ...", show_default=False),
     ] = None,
     trust_remote_code: TrustRemoteCodeOpt = False,
     allow_pickle: AllowPickleOpt = False,
@@ -72,11 +66,14 @@ def evaluate_command(
 
 
 def _render(result: dict, details: Path | None) -> None:
+    from ..metrics import METRICS
+
     counts = result["counts"]
+    shown = [(metric.key, metric.name, metric.reading) for metric in METRICS.values()] + [AUC_ROW]
     rows = []
-    for key, label, direction in ROWS:
-        items = counts.get(key) if key not in ("privleak", "auc") else _privleak_items(counts)
-        rows.append((label, result[key], items, direction, result["notes"].get(key, "")))
+    for key, label, reading in shown:
+        items = _items(counts, "privleak" if key == "auc" else key)
+        rows.append((label, result[key], items, reading, result["notes"].get(key, "")))
     out_console.print(table(f"MUSE metrics of {result['model']} (0-100 unless noted)", ("metric", "value", "items", "reading", "note"), rows))
     if result["auc"] is not None:
         out_console.print(f"AUC: {result['auc']:.4f}", highlight=False)
@@ -86,10 +83,12 @@ def _render(result: dict, details: Path | None) -> None:
         out_console.print(f"details: {details}", highlight=False)
 
 
-def _privleak_items(counts: dict) -> str | None:
-    if "privleak_forget" not in counts:
-        return None
-    return f"{counts['privleak_forget']} forget + {counts['privleak_holdout']} holdout"
+def _items(counts: dict, key: str) -> int | str | None:
+    """Items a metric used: its count, or its parts' ("6 forget + 6 holdout" for privleak_forget, privleak_holdout)."""
+    if key in counts:
+        return counts[key]
+    parts = [f"{count} {name.removeprefix(key + '_')}" for name, count in counts.items() if name.startswith(key + "_")]
+    return " + ".join(parts) or None
 
 
 def register(app: typer.Typer) -> None:

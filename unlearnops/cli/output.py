@@ -1,8 +1,9 @@
-"""Where output goes: --json documents on stdout, human tables and progress on stderr/stdout."""
+"""Where output goes: --json documents on stdout, human tables on stdout, progress and logs on stderr."""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -10,9 +11,25 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-# Progress bars and logs go to stderr so that `--json` output on stdout stays parseable.
-err_console = Console(stderr=True)
-out_console = Console()
+from .. import progress
+
+# Without a terminal (a pipe, a log file, CI) rich assumes 80 columns and cuts table cells
+# ("unlear..."); there the lines are as long as their content. $COLUMNS still wins.
+UNBOUNDED_WIDTH = 1000
+
+
+def _console(*, stderr: bool) -> Console:
+    console = Console(stderr=stderr)
+    if console.is_terminal or "COLUMNS" in os.environ:
+        return console
+    return Console(stderr=stderr, width=UNBOUNDED_WIDTH)
+
+
+# Progress bars and logs go to stderr so that `--json` output on stdout stays parseable; the
+# library's progress (unlearnops.progress) goes to the same console, in order with the CLI's lines.
+err_console = _console(stderr=True)
+out_console = _console(stderr=False)
+progress.configure(err_console)
 
 
 def emit(document: Any, as_json: bool, render: Callable[[], None]) -> None:
@@ -38,20 +55,3 @@ def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.2f}"
     return str(value)
-
-
-def progress(description: str, total: int | None = None, *, disable: bool = False):
-    """A rich progress bar on stderr for long work (training, generation, quantization)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[status]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=err_console,
-        disable=disable,
-        transient=False,
-    )

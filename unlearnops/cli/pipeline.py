@@ -39,23 +39,47 @@ def run(
     from ..workspace import Workspace
 
     summary = run_request(request, pipeline, Workspace.resolve(workspace), wait=wait, show_progress=not as_json)
-    emit(summary.to_dict(), as_json, lambda: _render_summary(summary))
+    commands = next_commands(summary)
+    emit({**summary.to_dict(), "next_commands": commands}, as_json, lambda: _render_summary(summary, commands))
     if not summary.passed:
         err_console.print(f"[bold red]gate failed[/]: nothing registered ({'; '.join(summary.failures)})", highlight=False)
         return 1
     return 0
 
 
-def _render_summary(summary) -> None:
+def _render_summary(summary, commands: list[str]) -> None:
     out_console.print(table("stages", ["stage", "seconds", "cached"], [(t.stage, t.seconds, "yes" if t.cached else "") for t in summary.stages]))
     _print_checks(summary.gate["checks"])
     if summary.version:
         aliases = ", ".join(summary.version["aliases"])
         out_console.print(
             f"registered models:/{summary.version['name']}/{summary.version['version']} (@{aliases}) for requests "
-            f"{', '.join(summary.version['request_ids'])}; promote with `unlearnops promote {summary.version['name']} {summary.version['version']}`",
+            f"{', '.join(summary.version['request_ids'])}",
             highlight=False,
         )
+    out_console.print(f"workspace: {summary.workspace} (stage outputs, MLflow store, audit log)", highlight=False, soft_wrap=True)
+    out_console.print(f"gate reports: {summary.reports_dir} (gate.md explains every check)", highlight=False, soft_wrap=True)
+    if commands:
+        out_console.print("next:", highlight=False)
+        for command in commands:
+            out_console.print(f"  {command}", highlight=False, soft_wrap=True)
+
+
+def next_commands(summary) -> list[str]:
+    """The exact commands that take a registered version to a served one, in this workspace."""
+    import shlex
+
+    from ..registry import PRODUCTION
+
+    version = summary.version
+    if not version:
+        return []
+    workspace = f"--workspace {shlex.quote(summary.workspace)}"
+    commands = []
+    if PRODUCTION not in version["aliases"]:
+        commands.append(f"unlearnops promote {shlex.quote(version['name'])} {version['version']} {workspace}")
+    commands.append(f"unlearnops serve --model {shlex.quote(version['name'] + '@' + PRODUCTION)} {workspace}")
+    return commands
 
 
 def _print_checks(checks: list[dict[str, Any]]) -> None:
@@ -113,34 +137,29 @@ def gate(
 def _recheck_lineage(ref: str, model: Path | None, workspace: Path | None, limit: int | None) -> list:
     """Evaluate the quantized model on the forget set of every request `ref` already satisfies."""
     from ..evaluate import evaluate_model
-    from ..gate import InheritedRequest
+    from ..pipeline.lineage import recheck, rechecked_metrics
     from ..registry import resolve, tracking_uri_for
     from ..workspace import Workspace
 
     if model is None:
         raise UsageError("--lineage re-evaluates the model on earlier forget sets: give --model DIR, not --metrics")
     version = resolve(ref, tracking_uri=tracking_uri_for(Workspace.resolve(workspace)))
-    inherited = []
-    for request_id, corpus, problem in version.forget_sets():
-        if problem:
-            inherited.append(InheritedRequest(request_id, None, problem))
-            continue
+
+    def measure(request_id: str, corpus: Path, corpus_sha: str) -> dict:
         err_console.print(f"re-checking request {request_id}'s forget set {corpus}", highlight=False)
-        inherited.append(InheritedRequest(request_id, evaluate_model(model, corpus, limit=limit, metrics=("verbmem_f", "knowmem_f"))))
-    return inherited
+        return evaluate_model(model, corpus, limit=limit, metrics=rechecked_metrics())
+
+    return recheck(version, measure)
 
 
 def _evaluator(corpus: Path | None, retrain_auc: float | None, limit: int | None):
     def evaluate(model_dir: Path, role: str) -> dict:
         if corpus is None:
             raise UsageError(f"--corpus is needed to evaluate the {role} model {model_dir}")
+        from ..bench import privleak_reference
         from ..evaluate import evaluate_model
-        from ..fileio import read_json
 
-        reference = retrain_auc
-        manifest = corpus.parent / "bench.json"
-        if reference is None and manifest.is_file():
-            reference = ((read_json(manifest).get("metrics") or {}).get("retrain") or {}).get("auc")
+        reference = retrain_auc if retrain_auc is not None else privleak_reference(corpus)
         err_console.print(f"evaluating the {role} model {model_dir}", highlight=False)
         return evaluate_model(model_dir, corpus, retrain_auc=reference, limit=limit)
 

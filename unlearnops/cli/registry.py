@@ -111,12 +111,15 @@ def models(
     documents = [version.to_dict() for version in versions]
 
     def render() -> None:
+        from ..metrics import METRICS
+
         rows = [
             (v["name"], v["version"], ", ".join(v["aliases"]), v["gate"], ", ".join(v["request_ids"]) or "-",
-             v["metrics"].get("q.verbmem_f"), v["metrics"].get("q.knowmem_f"), v["metrics"].get("q.knowmem_r"))
+             *(v["metrics"].get(f"q.{key}") for key in METRICS))
             for v in documents
         ]
-        out_console.print(table(f"models ({registry.redact(uri)})", ["name", "version", "aliases", "gate", "requests", "q VerbMem_f", "q KnowMem_f", "q KnowMem_r"], rows))
+        columns = ["name", "version", "aliases", "gate", "requests", *(f"q {metric.label}" for metric in METRICS.values())]
+        out_console.print(table(f"models ({registry.redact(uri)})", columns, rows))
 
     emit(documents, as_json, render)
     return 0

@@ -18,6 +18,7 @@ from ..corpus import Corpus
 from ..errors import UnlearnopsError, UsageError, did_you_mean
 from ..fileio import write_text
 from ..modeling import check_model_dir, load_causal_lm, precision_of
+from ..metrics import METRICS, Run
 from . import generation, muse
 
 NO_REFERENCE = (
@@ -29,18 +30,18 @@ NO_REFERENCE = (
 def select_metrics(names: Sequence[str] | None) -> list[str]:
     """The requested metric names in registry order; an unknown name gets a 'did you mean'."""
     if names is None:
-        return list(muse.METRICS)
+        return list(METRICS)
     for name in names:
-        if name not in muse.METRICS:
-            raise UsageError(f"metric '{name}': unknown; {did_you_mean(name, muse.METRICS)}choose from {', '.join(muse.METRICS)}")
-    return [name for name in muse.METRICS if name in names]
+        if name not in METRICS:
+            raise UsageError(f"metric '{name}': unknown; {did_you_mean(name, METRICS)}choose from {', '.join(METRICS)}")
+    return [name for name in METRICS if name in names]
 
 
 def plan(corpus: Corpus, names: Sequence[str]) -> tuple[list[str], dict[str, str]]:
     """(metrics that can run, notes on those skipped because the corpus lacks their files)."""
     runnable, notes = [], {}
     for name in names:
-        needs = muse.METRICS[name].needs
+        needs = METRICS[name].needs
         present = [need for need in needs if corpus.has(need)]
         if len(present) == len(needs):
             runnable.append(name)
@@ -49,7 +50,7 @@ def plan(corpus: Corpus, names: Sequence[str]) -> tuple[list[str], dict[str, str
         else:
             notes[name] = f"not computed: the corpus has no {', '.join(f'{need}.json' for need in needs)}"
     if not runnable:
-        wanted = sorted({f"{need}.json" for name in names for need in muse.METRICS[name].needs})
+        wanted = sorted({f"{need}.json" for name in names for need in METRICS[name].needs})
         raise UnlearnopsError(f"corpus {corpus.root}: none of the files the metrics need ({', '.join(wanted)}); pass a MUSE-layout corpus")
     return runnable, notes
 
@@ -76,8 +77,8 @@ def evaluate_loaded(
     _check_settings(limit=limit, batch_size=batch_size, retrain_auc=retrain_auc, details_path=details_path)
     corpus = corpus if isinstance(corpus, Corpus) else Corpus.load(corpus)
     reference = privleak_reference or _given_reference(retrain_auc)
-    run = muse.Run(model, tokenizer, corpus, limit=limit, batch_size=batch_size, show_progress=show_progress)
-    result, details = _evaluate(run, select_metrics(metrics), retrain_auc, reference)
+    run = Run(model, tokenizer, corpus, limit=limit, batch_size=batch_size, show_progress=show_progress, retrain_auc=retrain_auc)
+    result, details = _evaluate(run, select_metrics(metrics), reference)
     result["precision"] = precision or precision_of(model.config.to_dict())
     result["model"] = model_name or getattr(model.config, "_name_or_path", "") or "in-memory model"
     if details_path is not None:
@@ -118,8 +119,9 @@ def evaluate_model(
         else:
             reference = f"retrain model {retrain_model} not used: PrivLeak is not computed on this corpus"
     loaded = load_causal_lm(model_dir, **load_options)
-    run = muse.Run(loaded.model, loaded.tokenizer, corpus, limit=limit, batch_size=batch_size, show_progress=show_progress)
-    result, details = _evaluate(run, names, retrain_auc, reference)
+    run = Run(loaded.model, loaded.tokenizer, corpus, limit=limit, batch_size=batch_size, show_progress=show_progress,
+              retrain_auc=retrain_auc)
+    result, details = _evaluate(run, names, reference)
     result["precision"] = loaded.precision
     result["model"] = str(model_dir)
     if details_path is not None:
@@ -135,14 +137,15 @@ def _retrain_membership(
     model_dir: Path | str, corpus: Corpus, limit: int | None, batch_size: int, show_progress: bool, load_options: dict
 ) -> tuple[float, list[dict]]:
     loaded = load_causal_lm(model_dir, **load_options)
-    run = muse.Run(loaded.model, loaded.tokenizer, corpus, limit=limit, batch_size=batch_size, show_progress=show_progress, role="retrain")
+    run = Run(loaded.model, loaded.tokenizer, corpus, limit=limit, batch_size=batch_size, show_progress=show_progress, role="retrain")
     outcome = muse.membership(run)
     return float(outcome.value), outcome.details
 
 
-def _evaluate(run: muse.Run, names: list[str], retrain_auc: float | None, reference: str) -> tuple[dict, list[dict]]:
+def _evaluate(run: Run, names: list[str], reference: str) -> tuple[dict, list[dict]]:
     runnable, notes = plan(run.corpus, names)
-    values: dict[str, float | None] = dict.fromkeys(muse.METRICS)
+    values: dict[str, float | None] = dict.fromkeys(METRICS)
+    extra: dict[str, Any] = {"auc": None}
     counts: dict[str, int] = {}
     seconds: dict[str, float] = {}
     details: list[dict] = []
@@ -151,28 +154,27 @@ def _evaluate(run: muse.Run, names: list[str], retrain_auc: float | None, refere
     try:
         for name in runnable:
             started = time.perf_counter()
-            outcome = muse.METRICS[name].compute(run)
+            outcome = METRICS[name].compute(run)
             seconds[name] = round(time.perf_counter() - started, 3)
             values[name] = outcome.value
+            extra.update(outcome.extra)
             counts.update(outcome.counts)
             details.extend(outcome.details)
     finally:
         run.model.train(was_training)
-    notes.update({name: "not requested" for name in muse.METRICS if name not in names})
-    auc = values.pop("privleak")
-    if auc is None:
+    notes.update({name: "not requested" for name in METRICS if name not in names})
+    if extra["auc"] is None:
         reference = notes.get("privleak", reference)
-    elif retrain_auc is None:
+    elif run.retrain_auc is None:
         notes["privleak"] = "null: no retrain reference (--retrain-auc or --retrain-model)"
-    elif retrain_auc == 0:
+    elif run.retrain_auc == 0:
         notes["privleak"] = "undefined: the retrain AUC is 0"
     result = {
         "model": None,
         "precision": None,
         **values,
-        "privleak": muse.privleak(auc, retrain_auc),
-        "auc": auc,
-        "retrain_auc": retrain_auc,
+        **extra,
+        "retrain_auc": run.retrain_auc,
         "privleak_reference": reference,
         "counts": counts,
         "notes": notes,
@@ -182,7 +184,7 @@ def _evaluate(run: muse.Run, names: list[str], retrain_auc: float | None, refere
     return result, details
 
 
-def _settings(run: muse.Run) -> dict:
+def _settings(run: Run) -> dict:
     return {
         "limit": run.limit,
         "batch_size": run.batch_size,
@@ -191,8 +193,15 @@ def _settings(run: muse.Run) -> dict:
         "rouge": "rougeL F1 (rouge-score, no stemmer)",
         "min_k_fraction": muse.MIN_K_FRACTION,
         "context_length": generation.context_length(run.model, run.tokenizer),
-        "scale": "verbmem_f, knowmem_f, knowmem_r, privleak: 0-100; auc, retrain_auc: 0-1",
+        "scale": "; ".join(f"{', '.join(keys)}: {scale}" for scale, keys in _by_scale().items()) + "; auc, retrain_auc: 0-1",
     }
+
+
+def _by_scale() -> dict[str, list[str]]:
+    scales: dict[str, list[str]] = {}
+    for metric in METRICS.values():
+        scales.setdefault(metric.scale, []).append(metric.key)
+    return scales
 
 
 def _check_settings(*, limit: int | None, batch_size: int, retrain_auc: float | None, details_path: Path | str | None) -> None:

@@ -14,15 +14,15 @@ Decisions, checked against MUSE's public evaluation code (docs/evaluate.md has t
 
 from __future__ import annotations
 
-import contextlib
 import functools
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from ..corpus import QA, Corpus
+from .. import progress
+from ..corpus import QA
 from ..errors import UnlearnopsError
 from ..fileio import sha256_bytes
+from ..metrics.spec import Outcome, Run
 from . import generation
 
 VERBMEM_MAX_NEW_TOKENS = 128
@@ -139,46 +139,17 @@ def token_logprobs(
     return results
 
 
-# ---- the metrics registry ------------------------------------------------------------------
-@dataclass
-class Run:
-    """What every metric needs: the model, its corpus, and how much of it to use."""
-
-    model: Any
-    tokenizer: Any
-    corpus: Corpus
-    limit: int | None = None
-    batch_size: int = 16
-    show_progress: bool = False
-    role: str = "target"  # which model the details lines describe: target or retrain
-
-    def first(self, items: Sequence[Any]) -> list[Any]:
-        return list(items[: self.limit] if self.limit else items)
-
-
-@dataclass
-class Outcome:
-    value: float | None  # ROUGE metrics: 0-100; membership: the AUC, 0-1
-    counts: dict[str, int]
-    details: list[dict] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Metric:
-    needs: tuple[str, ...]  # corpus files, as Corpus.require names them
-    compute: Callable[[Run], Outcome]
-
-
+# ---- the metrics (registered in unlearnops/metrics/muse.py) -----------------------------------
 def verbmem_forget(run: Run) -> Outcome:
     items = run.first(run.corpus.verbmem_forget)
-    with _progress("VerbMem forget", len(items), run.show_progress) as advance:
+    with progress.task("VerbMem forget", len(items), enabled=run.show_progress) as bar:
         outputs = generation.generate(
             run.model,
             run.tokenizer,
             [item.prompt for item in items],
             max_new_tokens=VERBMEM_MAX_NEW_TOKENS,
             batch_size=run.batch_size,
-            on_batch=advance,
+            on_batch=bar.advance,
         )
     details = []
     for index, (item, output) in enumerate(zip(items, outputs)):
@@ -202,9 +173,9 @@ def knowmem(split: str, metric: str, run: Run) -> Outcome:
     questions = run.first(run.corpus.knowmem[f"{split}_qa"])
     icl = run.corpus.knowmem[f"{split}_qa_icl"]
     prompts = [knowmem_prompt(icl, qa.question) for qa in questions]
-    with _progress(f"KnowMem {split}", len(prompts), run.show_progress) as advance:
+    with progress.task(f"KnowMem {split}", len(prompts), enabled=run.show_progress) as bar:
         outputs = generation.generate(
-            run.model, run.tokenizer, prompts, max_new_tokens=KNOWMEM_MAX_NEW_TOKENS, batch_size=run.batch_size, on_batch=advance
+            run.model, run.tokenizer, prompts, max_new_tokens=KNOWMEM_MAX_NEW_TOKENS, batch_size=run.batch_size, on_batch=bar.advance
         )
     details = []
     for index, (qa, prompt, output) in enumerate(zip(questions, prompts, outputs)):
@@ -232,9 +203,9 @@ def membership(run: Run) -> Outcome:
     scores: dict[str, list[float]] = {}
     details = []
     total = sum(len(items) for items in texts.values())
-    with _progress(f"PrivLeak ({run.role})", total, run.show_progress) as advance:
+    with progress.task(f"PrivLeak ({run.role})", total, enabled=run.show_progress) as bar:
         for split, label in splits.items():
-            logprobs = token_logprobs(run.model, run.tokenizer, texts[split], batch_size=run.batch_size, on_batch=advance)
+            logprobs = token_logprobs(run.model, run.tokenizer, texts[split], batch_size=run.batch_size, on_batch=bar.advance)
             scores[split] = [min_k_score(row) for row in logprobs]
             for index, (text, row, score) in enumerate(zip(texts[split], logprobs, scores[split])):
                 details.append(
@@ -254,23 +225,11 @@ def membership(run: Run) -> Outcome:
     return Outcome(auc, counts, details)
 
 
-METRICS: dict[str, Metric] = {
-    "verbmem_f": Metric(("verbmem/forget",), verbmem_forget),
-    "knowmem_f": Metric(("knowmem/forget_qa", "knowmem/forget_qa_icl"), functools.partial(knowmem, "forget", "knowmem_f")),
-    "knowmem_r": Metric(("knowmem/retain_qa", "knowmem/retain_qa_icl"), functools.partial(knowmem, "retain", "knowmem_r")),
-    "privleak": Metric(("privleak/forget", "privleak/holdout"), membership),
-}
+def privleak_metric(run: Run) -> Outcome:
+    """PrivLeak against the run's retrain AUC (null without one); the model's own AUC is reported beside it."""
+    outcome = membership(run)
+    return Outcome(privleak(outcome.value, run.retrain_auc), outcome.counts, outcome.details, {"auc": outcome.value})
 
 
 def _mean_percent(details: list[dict]) -> float:
     return sum(row["score"] for row in details) / len(details) * 100
-
-
-@contextlib.contextmanager
-def _progress(description: str, total: int, enabled: bool) -> Iterator[Callable[[int], None]]:
-    """A progress bar on stderr; yields `advance(n)`."""
-    from ..cli.output import progress
-
-    with progress(description, total, disable=not enabled) as bar:
-        task = bar.add_task(description, total=total, status="")
-        yield lambda done: bar.advance(task, done)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..bench import MANIFEST, recorded_metrics
+from ..bench import MANIFEST, privleak_reference
 from ..fileio import atomic_dir, canonical_json, sha256_bytes, sha256_tree
 
 
@@ -30,7 +30,7 @@ def corpus_of(resolved, workspace) -> RequestData:
     if resolved.corpus_dir is not None:
         corpus = Path(resolved.corpus_dir)
         bench = corpus.parent if (corpus.parent / MANIFEST).is_file() else None
-        return RequestData(corpus, sha256_tree(corpus), _retrain_auc(bench), bench)
+        return RequestData(corpus, sha256_tree(corpus), privleak_reference(corpus), bench)
     layout = resolved.to_corpus()
     content = {
         "raw": layout.raw,
@@ -44,7 +44,3 @@ def corpus_of(resolved, workspace) -> RequestData:
             layout.write(tmp)
     return RequestData(out, sha256_tree(out), None, None)
 
-
-def _retrain_auc(bench: Path | None) -> float | None:
-    auc = recorded_metrics(bench, "retrain").get("auc") if bench else None
-    return float(auc) if isinstance(auc, (int, float)) else None

@@ -4,7 +4,9 @@ Sources: `CORPUS_DIR:split` (a raw split of a MUSE-layout corpus, e.g. `bench/co
 a JSON file holding a list of strings. With no source but a corpus, the corpus's retain split is
 used. Calibrating on the data being forgotten is refused: the quantizer would fit its rounding
 to exactly the texts the unlearning removed. Refused are a split named `forget` and any source
-that shares a text with the forget split of the corpus it lives in or of `--corpus`.
+that shares a text (identical, or equal up to case, punctuation and spacing: the rule of a
+request's retain and holdout texts, request.checks.forget_overlap) with the forget split of the
+corpus it lives in or of `--corpus`.
 """
 
 from __future__ import annotations
@@ -65,10 +67,11 @@ def _from_file(path: Path, corpus: Path | str | None) -> CalibrationSet:
 
 
 def _refuse_forget_overlap(texts: list[str], source: str, corpora: list[Corpus]) -> None:
-    forget = {text.strip() for corpus in corpora for text in corpus.raw.get(FORGET_SPLIT, [])}
-    shared = sum(text.strip() in forget for text in texts)
+    from ..request.checks import forget_overlap  # the rule a request's retain and holdout texts are held to
+
+    shared = forget_overlap(texts, [text for corpus in corpora for text in corpus.raw.get(FORGET_SPLIT, [])])
     if shared:
-        raise _forget_refusal(source, f" ({shared} of its {len(texts)} texts are forget texts)")
+        raise _forget_refusal(source, f" ({len(shared)} of its {len(texts)} texts are forget texts, up to case, punctuation and spacing)")
 
 
 def _enclosing_corpus(path: Path) -> list[Corpus]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ..cli.output import progress
+from .. import progress
 from ..errors import UnlearnopsError
 from ..fileio import atomic_dir, sha256_tree, write_json
 from ..modeling import check_model_dir, is_quantized, precision_of, read_config
@@ -46,13 +46,13 @@ def quantize(
     source_sha256 = sha256_tree(model_dir)
 
     started = time.perf_counter()
-    with atomic_dir(out) as tmp, progress(f"quantize {scheme}", disable=not show_progress) as bar:
-        task = bar.add_task(f"quantize {scheme}", total=2, status="quantizing")
+    with atomic_dir(out) as tmp, progress.task(f"quantize {scheme}", total=2, enabled=show_progress) as bar:
+        bar.update(status="quantizing")
         max_tokens = min(MAX_CALIBRATION_TOKENS, int(config.get("max_position_embeddings") or MAX_CALIBRATION_TOKENS))
         spec.run(QuantizeJob(model_dir, tmp, group_size, texts, max_tokens))
         _copy_tokenizer(model_dir, tmp)
         wall_time = time.perf_counter() - started
-        bar.update(task, advance=1, status="verifying saved weights")
+        bar.advance(status="verifying saved weights")
         grid = weight_grid(tmp)
         _check_grid(grid, linears, spec, scheme)
         manifest = {
@@ -73,7 +73,7 @@ def quantize(
             "out": str(out.resolve()),
         }
         write_json(tmp / "quantize.json", manifest)
-        bar.update(task, advance=1, status="done")
+        bar.advance(status="done")
     return manifest
 
 

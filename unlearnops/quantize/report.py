@@ -8,17 +8,15 @@ with each quantized model in `out/<scheme>/`.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import UnlearnopsError
-from ..fileio import write_json
+from ..fileio import write_bytes, write_json
+from ..metrics import METRICS
 from .core import quantize
 from .schemes import get_scheme
 
-METRICS = ("verbmem_f", "knowmem_f", "knowmem_r", "privleak")
 FULL_PRECISION = "full precision"
 REPORT_JSON, REPORT_PNG = "quantize-report.json", "quantize-report.png"
 
@@ -37,6 +35,7 @@ def quantize_report(
     show_progress: bool = True,
 ) -> dict:
     """Evaluate `model_dir` at full precision and quantized with each scheme; return the report document."""
+    from ..bench import privleak_reference
     from ..evaluate import evaluate_model
 
     if not schemes:
@@ -44,7 +43,7 @@ def quantize_report(
     for name in schemes:
         get_scheme(name)  # every name checked before hours of work, not after
     model_dir, corpus_dir, out = Path(model_dir), Path(corpus_dir), Path(out)
-    retrain_auc = retrain_auc if retrain_auc is not None else bench_retrain_auc(corpus_dir)
+    retrain_auc = retrain_auc if retrain_auc is not None else privleak_reference(corpus_dir)
     evaluate = {"retrain_auc": retrain_auc, "limit": limit, "show_progress": show_progress}
 
     rows = [_row(FULL_PRECISION, None, evaluate_model(model_dir, corpus_dir, **evaluate), None)]
@@ -61,21 +60,13 @@ def quantize_report(
         "corpus": str(corpus_dir),
         "retrain_auc": retrain_auc,
         "metrics": list(METRICS),
-        "scale": "0-100",
+        "scale": {metric.key: metric.scale for metric in METRICS.values()},
         "rows": rows,
         "plot": str(out / REPORT_PNG),
     }
     plot_report(rows, out / REPORT_PNG)
     write_json(out / REPORT_JSON, document)
     return document
-
-
-def bench_retrain_auc(corpus_dir: Path) -> float | None:
-    """The PrivLeak reference of a bench corpus (BENCH/corpus beside BENCH/bench.json), if there is one."""
-    from ..bench import recorded_metrics
-
-    auc = recorded_metrics(corpus_dir.parent, "retrain").get("auc")
-    return float(auc) if isinstance(auc, (int, float)) else None
 
 
 def _row(label: str, model_dir: Path | None, metrics: dict, manifest: dict | None) -> dict:
@@ -95,26 +86,22 @@ def _delta(value: float | None, reference: float | None) -> float | None:
 
 
 def plot_report(rows: list[dict], path: Path) -> None:
-    """One bar panel per metric, one bar per precision; written atomically (temp file, rename)."""
+    """One bar panel per metric, one bar per precision; written atomically (fileio.write_bytes)."""
+    import io
+
     from matplotlib.figure import Figure  # the object API draws with Agg: no display, no global backend switch
 
     figure = Figure(figsize=(3.2 * len(METRICS), 3.6), layout="constrained")
-    axes = figure.subplots(1, len(METRICS), sharey=True)
+    axes = figure.subplots(1, len(METRICS), sharey=True, squeeze=False)[0]
     labels = [row["label"] for row in rows]
     for axis, metric in zip(axes, METRICS):
         values = [row[metric] if row[metric] is not None else 0.0 for row in rows]
         bars = axis.bar(range(len(rows)), values, color=["#555555"] + ["#4c72b0"] * (len(rows) - 1))
         axis.bar_label(bars, labels=[f"{row[metric]:.1f}" if row[metric] is not None else "n/a" for row in rows], fontsize=7)
-        axis.set_title(metric)
+        axis.set_title(METRICS[metric].label)
         axis.set_xticks(range(len(rows)), labels, rotation=45, ha="right", fontsize=8)
-    axes[0].set_ylabel("score (0-100)")
+    axes[0].set_ylabel("score (" + ", ".join(sorted({m.scale for m in METRICS.values()})) + ")")
     figure.suptitle("MUSE metrics per precision")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
-    try:
-        figure.savefig(tmp, dpi=120)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    png = io.BytesIO()
+    figure.savefig(png, format="png", dpi=120)
+    write_bytes(path, png.getvalue())

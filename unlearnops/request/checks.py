@@ -44,6 +44,13 @@ def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def forget_overlap(texts: list[str], forget_texts: list[str]) -> list[int]:
+    """Indices of `texts` that are forget texts, identically or up to case, punctuation and spacing:
+    what the overlap rules below refuse, for data outside a request (quantization calibration)."""
+    forget = {sha256_text(normalise(text)) for text in forget_texts if normalise(text)}
+    return [index for index, text in enumerate(texts) if normalise(text) and sha256_text(normalise(text)) in forget]
+
+
 @dataclass(frozen=True)
 class Table:
     name: str  # the ResolvedData attribute

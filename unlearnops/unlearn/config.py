@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ..errors import UnlearnopsError, first_validation_error
+from ..errors import UnlearnopsError, did_you_mean, first_validation_error
 
 # Learning rate per mode when `lr` is not given, measured on the bench (docs/unlearn.md); both are
 # far above MUSE's 1e-5, which does not move a 1M-parameter model trained at 3e-3 in minutes.
@@ -64,9 +64,9 @@ class UnlearnConfig(BaseModel):
         description="SIMULATION: group size; after every step clamp weights into the source's RTN W4A16 cells (full mode only), so the 4-bit model cannot change.",
     )
     eval_limit: int = Field(48, ge=0, description="Items per metric in the per-epoch evaluation; 0 turns it off (runs the epoch cap).")
-    epoch_metrics: tuple[Literal["verbmem_f", "knowmem_f", "knowmem_r", "privleak"], ...] = Field(
+    epoch_metrics: tuple[str, ...] = Field(
         ("knowmem_f", "knowmem_r"),
-        description="Metrics measured after each epoch (stop-target metrics are always added); verbmem_f's 128-token generations cost the most.",
+        description="Metrics measured after each epoch (stop-target metrics are always added): per-epoch metrics of the registry (verbmem_f, knowmem_f, knowmem_r, privleak on a bench corpus); verbmem_f's 128-token generations cost the most.",
     )
 
     @field_validator("method")
@@ -84,6 +84,17 @@ class UnlearnConfig(BaseModel):
 
         lookup(REGULARIZERS, name, what="regularizer")
         return name
+
+    @field_validator("epoch_metrics")
+    @classmethod
+    def _per_epoch_metrics(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        from .. import metrics
+
+        measurable = [metric.key for metric in metrics.per_epoch()]
+        for name in names:
+            if name not in measurable:
+                raise ValueError(f"'{name}' cannot be measured after each epoch; {did_you_mean(name, measurable)}use some of {', '.join(measurable)}")
+        return names
 
     @field_validator("stop_scheme")
     @classmethod

@@ -1,16 +1,19 @@
 """Forget losses (methods) and retain losses (regularisers), looked up by name.
 
 Adding one is one function and one decorator line. Each loss gets the trained model's logits
-on its batch and a zero-argument `reference` that returns the frozen reference model's logits
-(the model before unlearning) on the same batch; it is only called, and in full fine-tuning
-the frozen copy only kept, by losses registered with `uses_reference=True`.
+on its batch, a zero-argument `reference` that returns the frozen reference model's logits
+(the model before unlearning) on the same batch, and the run's settings (an UnlearnConfig;
+typed here as the `LossSettings` it reads, so that data flows one way: the config validates
+its names against these registries, this module never imports the config). `reference` is only
+called, and in full fine-tuning the frozen copy only kept, by losses registered with
+`uses_reference=True`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from ..errors import UnlearnopsError, did_you_mean
 from . import losses
@@ -18,9 +21,14 @@ from . import losses
 if TYPE_CHECKING:
     import torch
 
-    from .config import UnlearnConfig
 
-LossFn = Callable[["torch.Tensor", "Batch", Callable[[], "torch.Tensor"], "UnlearnConfig"], "torch.Tensor"]
+class LossSettings(Protocol):
+    """What the losses read of an UnlearnConfig."""
+
+    npo_beta: float
+
+
+LossFn = Callable[["torch.Tensor", "Batch", Callable[[], "torch.Tensor"], LossSettings], "torch.Tensor"]
 
 
 @dataclass(frozen=True)

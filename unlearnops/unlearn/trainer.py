@@ -18,7 +18,8 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from ..cli.output import progress
+from .. import metrics as metrics_registry
+from .. import progress
 from ..corpus import Corpus
 from ..errors import UnlearnopsError
 from ..fileio import atomic_dir, write_json
@@ -28,15 +29,6 @@ from .config import UnlearnConfig
 from .data import Sequences, chunk_stream, missing_qa, split_texts
 from .methods import METHODS, REGULARIZERS, Batch, lookup
 
-# The per-epoch metrics, and the corpus files each one needs.
-EPOCH_METRICS = {
-    "verbmem_f": ("verbmem/forget",),
-    "knowmem_f": ("knowmem/forget_qa",),
-    "knowmem_r": ("knowmem/retain_qa",),
-    "privleak": ("privleak/forget", "privleak/holdout"),
-}
-STOP_FIELDS = {"verbmem_f": "stop_verbmem", "knowmem_f": "stop_knowmem", "privleak": "stop_privleak"}
-FORGETTING = ("verbmem_f", "knowmem_f")  # upper bounds; PrivLeak's bound is on its size, both directions
 
 Reference = Callable[[Batch], torch.Tensor]
 
@@ -140,10 +132,10 @@ def stop_targets(config: UnlearnConfig, corpus_dir: Path) -> dict[str, dict[str,
     (bench.json next to the corpus). A PrivLeak target adds to the forgetting target, never replaces it."""
     targets = {
         metric: {"value": getattr(config, field), "source": f"config {field}"}
-        for metric, field in STOP_FIELDS.items()
+        for metric, field in metrics_registry.stop_settings().items()
         if getattr(config, field) is not None
     }
-    if not set(targets) & set(FORGETTING) and config.eval_limit:
+    if not any(_forgetting(metric) for metric in targets) and config.eval_limit:
         from ..bench import MANIFEST, recorded_metrics
 
         retrain_knowmem = recorded_metrics(corpus_dir.parent, "retrain").get("knowmem_f")
@@ -155,11 +147,12 @@ def stop_targets(config: UnlearnConfig, corpus_dir: Path) -> dict[str, dict[str,
 
 def privleak_reference(corpus_dir: Path) -> dict[str, Any]:
     """PrivLeak's reference for the per-epoch measurement: the bench's retrain AUC, {auc: None} elsewhere."""
-    from ..bench import MANIFEST, recorded_metrics
+    from ..bench import MANIFEST
+    from ..bench import privleak_reference as bench_reference
 
-    auc = recorded_metrics(corpus_dir.parent, "retrain").get("auc")
-    if isinstance(auc, (int, float)) and not isinstance(auc, bool) and 0 < auc <= 1:
-        return {"auc": float(auc), "source": f"{corpus_dir.parent / MANIFEST} metrics.retrain.auc"}
+    auc = bench_reference(corpus_dir)
+    if auc is not None and 0 < auc <= 1:
+        return {"auc": auc, "source": f"{corpus_dir.parent / MANIFEST} metrics.retrain.auc"}
     return {"auc": None, "source": f"none: {corpus_dir} is not a bench corpus (no {MANIFEST} with a retrain AUC beside it)"}
 
 
@@ -181,15 +174,16 @@ def epoch_metrics(corpus: Corpus, config: UnlearnConfig, targets: dict, referenc
             raise UnlearnopsError("eval_limit: 0 turns off the per-epoch evaluation that the stop target needs; set it above 0 or drop the target")
         return ()
     for metric in targets:
-        if missing := [need for need in EPOCH_METRICS[metric] if not corpus.has(need)]:
-            raise UnlearnopsError(f"corpus {corpus.root}: missing {', '.join(f'{need}.json' for need in missing)}, which the {metric} stop target is measured on")
-    has_reference = bool(reference and reference.get("auc"))
+        missing = [need for need in metrics_registry.get(metric).needs if not corpus.has(need)]
+        if missing:
+            raise UnlearnopsError(f"corpus {corpus.root}: missing {missing[0]}.json, which the {metric} stop target is measured on")
     wanted = set(config.epoch_metrics) | set(targets)
-    return tuple(
-        metric
-        for metric, needs in EPOCH_METRICS.items()
-        if metric in wanted and all(corpus.has(need) for need in needs) and (metric != "privleak" or has_reference)
-    )
+    has_reference = bool(reference and reference.get("auc"))
+    measurable = [
+        metric for metric in metrics_registry.per_epoch()
+        if all(corpus.has(need) for need in metric.needs) and (metric.key != "privleak" or has_reference)
+    ]
+    return tuple(metric.key for metric in measurable if metric.key in wanted)
 
 
 # ---- model, reference, data -------------------------------------------------------------------
@@ -293,22 +287,21 @@ def run_epochs(run: Training, show_progress: bool) -> tuple[list[dict], dict]:
     total = min(config.epochs * len(run.forget_loader), config.max_steps or 10**12)
     history: list[dict] = []
     steps_done, why = 0, ""
-    bar = progress("unlearn", total=total, disable=not (show_progress and run.accelerator.is_local_main_process))
-    with bar:
-        task = bar.add_task(f"unlearn {config.method}+{config.regularizer} ({config.mode})", total=total, status="")
+    description = f"unlearn {config.method}+{config.regularizer} ({config.mode})"
+    with progress.task(description, total=total, enabled=show_progress and run.accelerator.is_local_main_process) as bar:
         for epoch in range(1, config.epochs + 1):
             started = time.perf_counter()
-            entry = train_epoch(run, total - steps_done, lambda loss: bar.update(task, advance=1, status=f"epoch {epoch} loss {loss:.3f}"))
+            entry = train_epoch(run, total - steps_done, lambda loss: bar.advance(status=f"epoch {epoch} loss {loss:.3f}"))
             steps_done += entry["steps"]
             entry["metrics"] = evaluate_epoch(run) if run.metrics else {}
             entry["seconds"] = round(time.perf_counter() - started, 2)
             history.append({"epoch": epoch, **entry})
             met, why = targets_met(entry["metrics"], run.targets)
             if met:
-                bar.update(task, total=steps_done)
+                bar.update(total=steps_done)
                 return history, {"chosen_epoch": epoch, "reason": f"first epoch meeting the target: {why}", "target_met": True}
             if overshot(entry["metrics"], run.targets):
-                bar.update(task, total=steps_done)
+                bar.update(total=steps_done)
                 reason = f"over-unlearned: {why}; stopped, since more unlearning only raises PrivLeak further"
                 return history, {"chosen_epoch": epoch, "reason": reason, "target_met": False}
             if steps_done >= total:
@@ -405,10 +398,15 @@ def measure(model, tokenizer, corpus: Corpus, metrics: tuple[str, ...], limit: i
     return measured
 
 
+def _forgetting(metric: str) -> bool:
+    """A forgetting target (at or below); otherwise a two-sided one (PrivLeak: |value| at or below)."""
+    return metrics_registry.get(metric).better == "lower"
+
+
 def target_met(metric: str, score: float, value: float) -> bool:
     """Forgetting metrics must be at or below their target; PrivLeak within +-target (MUSE reads
     both signs: below 0 the forget texts still leak membership, above 0 over-unlearning)."""
-    return abs(score) <= value if metric not in FORGETTING else score <= value
+    return score <= value if _forgetting(metric) else abs(score) <= value
 
 
 def overshot(scores: dict[str, float], targets: dict[str, dict]) -> bool:
@@ -417,7 +415,7 @@ def overshot(scores: dict[str, float], targets: dict[str, dict]) -> bool:
     over-unlearning until the epoch cap."""
     if "privleak" not in targets or not scores:
         return False
-    forgetting = all(target_met(metric, scores[metric], target["value"]) for metric, target in targets.items() if metric in FORGETTING)
+    forgetting = all(target_met(metric, scores[metric], target["value"]) for metric, target in targets.items() if _forgetting(metric))
     return forgetting and scores["privleak"] > targets["privleak"]["value"]
 
 
@@ -428,7 +426,7 @@ def targets_met(scores: dict[str, float], targets: dict[str, dict]) -> tuple[boo
     parts = []
     for metric, target in targets.items():
         met, score, value = target_met(metric, scores[metric], target["value"]), scores[metric], target["value"]
-        if metric in FORGETTING:
+        if _forgetting(metric):
             parts.append(f"{metric} {score:.1f} {'<=' if met else '>'} {value:.1f}")
         else:
             parts.append(f"{metric} {score:+.1f} {'within' if met else 'outside'} +-{value:.1f}")
