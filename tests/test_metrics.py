@@ -30,7 +30,9 @@ EXAMPLE_TEST = EXAMPLE.with_name("test_knowmem_f_em.py")
 
 def test_muses_metrics_are_registered_with_their_gate_and_stop_settings():
     assert list(metrics.METRICS) == ["verbmem_f", "knowmem_f", "knowmem_r", "privleak"]
-    assert Policy().model_dump() == {m.bound.threshold: m.bound.default for m in metrics.gated()} | {"max_quant_gap": 10.0}
+    assert Policy().model_dump() == {m.bound.threshold: m.bound.default for m in metrics.gated()} | {
+        "max_quant_gap": 10.0, "may_skip": ("utility_ratio", "quantization_gap.*"),
+    }
     assert [m.key for m in metrics.with_gap()] == ["verbmem_f", "knowmem_f", "privleak"]
     assert [m.key for m in metrics.inherited()] == ["verbmem_f", "knowmem_f"]
     assert metrics.stop_settings() == {"verbmem_f": "stop_verbmem", "knowmem_f": "stop_knowmem", "privleak": "stop_privleak"}

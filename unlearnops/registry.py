@@ -8,10 +8,13 @@ it looks for a LoggedModel, fails, and leaves an empty registered model behind (
 
 Tags on every version (one home: the TAG_* constants below):
   unlearnops.request_ids        JSON list, cumulative over the lineage (source's ids + this one)
-  unlearnops.request.<id>       JSON {"forget_corpus": dir, "corpus_sha256": hash}: where each
-                                inherited request's forget set lives, so the gate can re-check it
+  unlearnops.request.<id>       JSON {"forget_corpus": dir, "corpus_sha256": hash, "policy": {...}}:
+                                where each inherited request's forget set lives and the gate
+                                policy it was accepted with (policy.policy_record), so the gate
+                                can re-check it under that policy
   unlearnops.source_version     "NAME/VERSION" of the model that was unlearned
   unlearnops.gate               "passed" / "failed"; unlearnops.metric.<key> the gated metrics
+  unlearnops.gate_skipped       JSON list of the checks that passed unmeasured (the policy's may_skip)
   unlearnops.model_sha256       fileio.sha256_tree of the quantized directory (checked on download)
   unlearnops.fp_model_sha256    the same for the run's `fp_model/` artifact: the merged full-precision
                                 weights a later request unlearns from (a 4-bit model cannot be
@@ -52,6 +55,7 @@ TAG_REQUEST_IDS = "unlearnops.request_ids"
 TAG_REQUEST_PREFIX = "unlearnops.request."
 TAG_SOURCE_VERSION = "unlearnops.source_version"
 TAG_GATE = "unlearnops.gate"
+TAG_GATE_SKIPPED = "unlearnops.gate_skipped"
 TAG_METRIC_PREFIX = "unlearnops.metric."
 TAG_MODEL_SHA = "unlearnops.model_sha256"
 TAG_FP_SHA = "unlearnops.fp_model_sha256"

@@ -68,6 +68,8 @@ class Bound:
     # The check's detail when the quantized value is missing; the check is then skipped. None:
     # a missing value FAILS the check (forgetting that was not measured cannot be shown).
     unmeasured: str | None = None
+    # abs_max: what a value below / above 0 means, for reports naming the side a failure is on.
+    sides: tuple[str, str] | None = None
 
     @property
     def direction(self) -> Literal["max", "min"]:

@@ -3,7 +3,8 @@
 One re-check for `unlearnops run` (pipeline/evaluation.py) and `unlearnops gate --lineage`: the
 forget set of each inherited request, located through the version's `unlearnops.request.<id>`
 tag, is measured again with the inherited metrics of the registry (metrics.inherited()); a
-forget set that is gone or changed cannot be re-checked, and the gate fails that request.
+forget set that is gone or changed cannot be re-checked, and the gate fails that request. The
+record goes to the gate with the measurement: it holds the policy the request was accepted with.
 """
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ def recheck(version, measure: Measure) -> list[InheritedRequest]:
     records = version.request_records()
     found = []
     for request_id, corpus, problem in version.forget_sets():
+        record = records.get(request_id)  # with the policy the request was accepted with (policy.accepted_policy reads it)
         if problem:
-            found.append(InheritedRequest(request_id, None, problem))
+            found.append(InheritedRequest(request_id, None, problem, record))
         else:
-            found.append(InheritedRequest(request_id, measure(request_id, corpus, records[request_id]["corpus_sha256"])))
+            found.append(InheritedRequest(request_id, measure(request_id, corpus, records[request_id]["corpus_sha256"]), record=record))
     return found
 
 

@@ -56,7 +56,7 @@ def register(ctx: RunContext, request, data: RequestData, source, unlearned: Sta
         if existing is None:
             ctx.tracker.log(ctx.run_id, artifacts=[quantized.path / "out"], artifact_path=registry.MODEL_ARTIFACT)
             ctx.tracker.log(ctx.run_id, artifacts=[unlearned.path / "out" / "model"], artifact_path=registry.FULL_PRECISION_ARTIFACT)
-        tags = version_tags(ctx, request, data, source, quantized, metrics)
+        tags = version_tags(ctx, request, data, source, quantized, metrics, gate.record["report"])
         tags[registry.TAG_FP_SHA] = unlearned.record["model_sha256"]
         version = registry.register_version(
             name=name, run_id=run_id, tags=tags, run_key=gate.key, tracking_uri=ctx.tracking_uri, audit=ctx.audit, alias=alias,
@@ -67,16 +67,21 @@ def register(ctx: RunContext, request, data: RequestData, source, unlearned: Sta
     return version
 
 
-def version_tags(ctx: RunContext, request, data: RequestData, source, quantized: StageResult, metrics) -> dict[str, str]:
+def version_tags(ctx: RunContext, request, data: RequestData, source, quantized: StageResult, metrics, report: dict) -> dict[str, str]:
+    from ..policy import Policy, policy_record
+
     lineage = source.request_ids if source is not None else []
     request_ids = list(dict.fromkeys([*lineage, request.request_id]))
     records = source.request_records() if source is not None else {}
-    records[request.request_id] = {"forget_corpus": str(data.corpus), "corpus_sha256": data.corpus_sha256}
+    # The policy the gate applied is the one this request was accepted with: later versions re-check it under it.
+    accepted = policy_record(Policy.model_validate(report["policy"]))
+    records[request.request_id] = {"forget_corpus": str(data.corpus), "corpus_sha256": data.corpus_sha256, **accepted}
     unlearn_config = ctx.config.unlearn_config()
     tags = {
         registry.TAG_REQUEST_IDS: json.dumps(request_ids),
         registry.TAG_SOURCE_VERSION: f"{source.name}/{source.version}" if source else str(request.model),
         registry.TAG_GATE: "passed",
+        registry.TAG_GATE_SKIPPED: json.dumps(report.get("skipped", [])),
         registry.TAG_MODEL_SHA: quantized.record["model_sha256"],
         registry.TAG_ROLE: "unlearned",
         registry.TAG_QUANT_SCHEME: ctx.config.quantize.scheme,
