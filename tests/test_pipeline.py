@@ -75,6 +75,10 @@ def test_pass_path_registers_one_candidate_with_its_evidence(env):
     assert tags[registry.TAG_METHOD] == "ga+gdr/lora"
     assert float(tags["unlearnops.metric.q.verbmem_f"]) == pytest.approx(summary.metrics["q.verbmem_f"], abs=1e-3)
     assert unlearned.request_records()[FIRST]["forget_corpus"] == str(env["ws"].bench_dir("tiny") / "corpus")
+    # The policy the request was accepted with is kept with its record; no check passed unmeasured.
+    assert unlearned.request_records()[FIRST]["policy"] == summary.gate["policy"]
+    assert json.loads(tags[registry.TAG_GATE_SKIPPED]) == summary.gate["skipped"] == []
+    assert summary.gate["privleak_reference"]["n_forget"] == 6
     # The registered artifact is the quantized model, byte for byte what was gated.
     downloaded = unlearned.download(env["root"] / "download")
     assert json.loads((downloaded / "config.json").read_text())["quantization_config"]
@@ -139,6 +143,7 @@ def test_second_request_inherits_the_first_and_rechecks_its_forget_set(env, cli,
     inherited = {c["name"]: c for c in summary.gate["checks"] if c["name"].startswith(f"inherited.{FIRST}.")}
     assert set(inherited) == {f"inherited.{FIRST}.verbmem_f", f"inherited.{FIRST}.knowmem_f"}
     assert all(check["measured"] is not None and check["status"] == "passed" for check in inherited.values())
+    assert all("the policy the request was accepted with" in check["detail"] for check in inherited.values())
     assert any(stage.stage == f"evaluate:inherited {FIRST}" and not stage.cached for stage in summary.stages)
 
     # The standalone gate re-checks the same lineage from the registry (--lineage).
