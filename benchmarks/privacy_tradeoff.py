@@ -102,8 +102,12 @@ def _row(bench: Path, args, cell: str, rule: str, seed: int, extra: dict, retrai
                 **_rule_settings(rule, args), **extra}
     work = args.out / "work" / name
     started = time.perf_counter()
-    record = unlearn(bench / "target", bench / "corpus", work / "unlearn", UnlearnConfig.model_validate(settings), show_progress=False)
-    unlearn_s = time.perf_counter() - started
+    if (work / "unlearn" / "train.json").is_file():  # an interrupted study: the unlearning finished (atomic output)
+        record = json.loads((work / "unlearn" / "train.json").read_text())
+        unlearn_s = record["wall_seconds"]
+    else:
+        record = unlearn(bench / "target", bench / "corpus", work / "unlearn", UnlearnConfig.model_validate(settings), show_progress=False)
+        unlearn_s = time.perf_counter() - started
     measured = _measure(work / "unlearn" / "model", work / "quantized", bench, args.scheme, retrain_auc)
     return {
         "cell": cell, "rule": rule, "seed": seed, "settings": settings,

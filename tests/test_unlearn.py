@@ -300,3 +300,20 @@ def test_two_process_data_parallel_run(micro, tmp_path):
     single = math.ceil(record["data"]["forget_sequences"] / 2)
     assert record["epochs"][0]["steps"] == math.ceil(single / 2)  # each process saw half the forget batches
     assert (tmp_path / "out" / "model" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("name", ["default", "strict"])
+def test_the_release_pipelines_stop_on_the_model_they_ship(name):
+    """stop_on: quantized takes the quantize section's scheme, group and calibration, so the
+    PrivLeak the stop rule saw is the one the gate measures; its target sits inside the gate's bound."""
+    from unlearnops.pipeline.config import PipelineConfig
+
+    config = PipelineConfig.load(Path(__file__).resolve().parents[1] / "pipelines" / f"{name}.yaml")
+    settings = config.unlearn_config()
+    assert settings.stop_on == "quantized" and settings.stop_privleak < config.gate.max_abs_privleak
+    quantize = config.quantize
+    assert (settings.stop_scheme, settings.stop_group_size, settings.stop_calibration_samples) == (
+        quantize.scheme, quantize.group_size, quantize.num_calibration_samples,
+    )
+    own = config.model_copy(update={"unlearn": {**config.unlearn, "stop_scheme": "rtn-w4a16"}})
+    assert own.unlearn_config().stop_scheme == "rtn-w4a16"  # a pipeline may name its own

@@ -56,6 +56,7 @@ class UnlearnConfig(BaseModel):
     )
     stop_scheme: str = Field("rtn-w4a16", description="Quantization scheme of the quantized stopping evaluation (the one the pipeline ships).")
     stop_group_size: int = Field(128, ge=1, description="Group size of stop_scheme.")
+    stop_calibration_samples: int = Field(64, ge=1, description="Calibration texts (retain split) of a calibrated stop_scheme (GPTQ, AWQ).")
     # A simulation tool, not a training option: reproduces the 7B regime where RTN rounding erases
     # the update (unlearnops/rounding_cells.py). Full mode only.
     simulate_rounding_cells: int | None = Field(

@@ -378,7 +378,9 @@ def stopping_measure(run: Training) -> dict[str, float]:
         return measure(run.model, run.tokenizer, run.corpus, run.metrics, config.eval_limit, retrain_auc=run.retrain_auc)
     from .quantized_copy import quantized_copy
 
-    model, tokenizer = quantized_copy(run.model, run.tokenizer, run.corpus, config.stop_scheme, config.stop_group_size)
+    model, tokenizer = quantized_copy(
+        run.model, run.tokenizer, run.corpus, config.stop_scheme, config.stop_group_size, calibration_samples=config.stop_calibration_samples
+    )
     return measure(model, tokenizer, run.corpus, run.metrics, config.eval_limit, retrain_auc=run.retrain_auc)
 
 
