@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stop-privleak", type=float, default=25.0, help="The privleak rule's bound on |PrivLeak|.")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="Another UnlearnConfig setting for every row (repeatable).")
     parser.add_argument("--tag", default="", help="Suffix of the row names, to keep variants (e.g. --set lr=...) apart.")
+    parser.add_argument("--report-only", action="store_true", help="Write the tables and plots from the rows already in OUT/rows; run nothing.")
     args = parser.parse_args(argv)
 
     bench = args.bench or default_bench()
@@ -63,6 +64,10 @@ def main(argv: list[str] | None = None) -> int:
         for rule in args.rules.split(","):
             for seed in (int(s) for s in args.seeds.split(",")):
                 name = f"{cell.replace('/', '_').replace('+', '_')}_{rule}_s{seed}{args.tag}"
+                if args.report_only:
+                    if (rows_dir / f"{name}.json").is_file():
+                        rows.append(json.loads((rows_dir / f"{name}.json").read_text()))
+                    continue
                 rows.append(_cached(rows_dir / f"{name}.json", lambda: _row(bench, args, cell, rule, seed, extra, retrain_auc, name)))
                 _write(args.out, source, rows, machine, manifest, args)
     _write(args.out, source, rows, machine, manifest, args)
@@ -189,6 +194,9 @@ def _plot_tradeoff(path: Path, rows: list[dict], args) -> None:
                 x, utility, c=[forgetting], cmap="viridis_r", vmin=0, vmax=40, marker=markers.get(methods, "o"), s=70, alpha=alpha,
                 edgecolors="black" if mode == "full" else "none", linewidths=1.2,
             )
+        if row["q.privleak"] is not None:
+            short = f"{methods.upper()} {mode} {'P' if row['rule'] == 'privleak' else 'M'}{row['seed']}"
+            axis.annotate(short, (row["q.privleak"], row["q.knowmem_r"] / 100), fontsize=6, xytext=(4, -3), textcoords="offset points")
         if row["rule"] == "privleak" and row["q.privleak"] is not None and row["fp.privleak"] is not None:
             axis.plot([row["fp.privleak"], row["q.privleak"]], [row["fp.knowmem_r"] / 100, row["q.knowmem_r"] / 100], color="grey", linewidth=0.6)
     for bound in (-50, 50):
@@ -197,8 +205,8 @@ def _plot_tradeoff(path: Path, rows: list[dict], args) -> None:
     axis.axhline(0.8, color="red", linestyle=":", linewidth=1)
     axis.set_xlabel("PrivLeak (0 = like the retrain model; < 0 leaks membership, > 0 over-unlearned)")
     axis.set_ylabel("utility: KnowMem_r / source's")
-    axis.set_title(f"PrivLeak vs utility; colour = VerbMem_f; o GA+GDR, s GA+KLR, ^ NPO+GDR, D NPO+KLR;\n"
-                   f"black edge = full fine-tuning; faint = full precision, solid = {args.scheme}", fontsize=9)
+    axis.set_title(f"PrivLeak vs utility; colour = VerbMem_f; o GA+GDR, s GA+KLR, ^ NPO+GDR, D NPO+KLR; black edge = full\n"
+                   f"fine-tuning; faint = full precision, solid = {args.scheme}; label M = MUSE's rule, P = privleak rule, then the seed", fontsize=9)
     if scatter is not None:
         figure.colorbar(scatter, ax=axis, label="VerbMem_f")
     figure.tight_layout()
@@ -212,15 +220,18 @@ def _plot_trajectories(path: Path, rows: list[dict], args) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axis = plt.subplots(figsize=(8.5, 4.5))
+    figure, axis = plt.subplots(figsize=(9, 5))
+    colours = {cell: plt.cm.tab10(index) for index, cell in enumerate(dict.fromkeys(row["cell"] for row in rows))}
     for row in rows:
         points = [(e["epoch"], e["privleak"]) for e in row["epochs"] if e.get("privleak") is not None]
         if points:
-            axis.plot(*zip(*points), marker=".", label=f"{row['cell']} s{row['seed']}")
+            style = "-" if row["rule"] == "privleak" else ":"
+            axis.plot(*zip(*points), style, marker=".", color=colours[row["cell"]], label=f"{row['cell']} {row['rule']} s{row['seed']}")
     axis.axhspan(-args.stop_privleak, args.stop_privleak, color="green", alpha=0.1)
     axis.set_xlabel("epoch")
-    axis.set_ylabel(f"PrivLeak of the {args.scheme} copy")
-    axis.set_title("PrivLeak per epoch, as the privleak rule measures it (green: its stop band)", fontsize=9)
+    axis.set_ylabel("PrivLeak at the end of the epoch")
+    axis.set_title(f"PrivLeak per epoch: solid = privleak rule (measured on the {args.scheme} copy), dotted = MUSE's rule\n"
+                   "(full precision); green: the privleak rule's stop band", fontsize=9)
     axis.legend(fontsize="x-small", ncols=2)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
