@@ -74,7 +74,7 @@ _TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
 _BOOL_FIELDS = frozenset({"passed", "gate_passed", "api_key_required"})
 _INT_FIELDS = frozenset({"previous_version", "replaces_size", "port", "exit_code", "requests"})
 _TIME_FIELDS = frozenset({"deadline", "received_at"})
-_LIST_FIELDS = frozenset({"request_ids", "request_data", "data_files", "fields", "failed_checks", "skipped_checks"})
+_LIST_FIELDS = frozenset({"request_ids", "request_data", "request_policies", "data_files", "fields", "failed_checks", "skipped_checks"})
 
 
 class RecordError(Exception):
