@@ -291,6 +291,33 @@ def test_an_alias_moved_outside_unlearnops_is_named(registered, tmp_path):
     assert "created outside unlearnops" in problems["version news/2"]
 
 
+def test_an_alias_moved_outside_unlearnops_is_never_followed(registered, tmp_path):
+    """An insider with registry write rolls @production back to an older version that passed its gate
+    but does not satisfy a newer request: `verify` names it, and no decision follows the moved alias
+    (serve, the pipeline's source, promote, gate --lineage all resolve through Evidence.resolve)."""
+    evidence, uri, run_id = registered
+    evidence.log.append(audit.REQUEST_VALIDATED, request_id="req-2", data_sha256="d" * 64)
+    evidence.register(name="news", run_id=run_id, run_key="k2", model_sha256="a" * 64, gate_report_sha256="e" * 64,
+                      request_ids=["req-1", "req-2"], request_data={"req-1": "d" * 64, "req-2": "d" * 64})
+    evidence.promote("news/2")
+    assert evidence.resolve("news@production")[0].version == "2"
+    registry.client(uri).set_registered_model_alias("news", "production", "1")  # the rollback, in MLflow only
+    before = evidence.log.records()
+    for decide in (lambda: evidence.resolve("news@production"), lambda: evidence.forget_sets("news@production"),
+                   lambda: evidence.promote("news@production", alias="stable")):
+        with pytest.raises(UnlearnopsError, match=r"news@production points at version 1 in the registry, but its last "
+                                                  r"signed alias.moved record \(seq \d+\) says version 2"):
+            decide()
+    # An alias no signed record ever set (made in MLflow) is not followed either.
+    registry.client(uri).set_registered_model_alias("news", "stable", "1")
+    with pytest.raises(UnlearnopsError, match="news@stable: no signed alias.moved record set it"):
+        evidence.resolve("news@stable")
+    assert evidence.log.records() == before  # nothing recorded by a refusal
+    evidence.resolve("news/1")  # a version number names the version itself: nothing to check
+    evidence.promote("news/2")  # the release manager restores it through unlearnops: followed again
+    assert evidence.resolve("news@production")[0].version == "2"
+
+
 def test_a_version_created_outside_with_a_passed_gate_tag_is_named_and_refused(registered):
     """The issue's example: a version made in MLflow and tagged unlearnops.gate=passed."""
     evidence, uri, run_id = registered

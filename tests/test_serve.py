@@ -459,6 +459,20 @@ def test_the_hash_and_the_gate_come_from_the_signed_record_not_the_tags(cli, one
     assert not any(r["event"].startswith("deployment.") for r in audit.AuditLog(workspace.audit_log).records())
 
 
+def test_an_alias_rolled_back_in_the_registry_is_not_served(cli, one_version, cpu_python, tmp_path):
+    """@production moved back in MLflow alone (to a gate-passed version that lacks a newer request) is refused, unrecorded."""
+    workspace, _version, _stored = one_version
+    newer = _stub_model(tmp_path / "newer", {"model_type": "llama"})
+    _register(workspace, "news", newer, gate="passed", alias="candidate", request_ids=["req-1", "req-2"])
+    assert Evidence(workspace).promote("news/2").version == "2"
+    registry.client(workspace.tracking_uri).set_registered_model_alias("news", "production", "1")
+    before = audit.AuditLog(workspace.audit_log).records()
+    for extra in (["--dry-run"], []):
+        refused = cli("serve", "--model", "news@production", "--workspace", workspace.root, "--vllm-python", cpu_python, *extra)
+        assert refused.exit_code == 1 and "moved outside unlearnops" in " ".join(refused.stderr.split())
+    _untouched(workspace, before)
+
+
 def test_one_function_answers_each_registry_question(cli, one_version, cpu_python, monkeypatch):
     """The expected hash and the gate verdict come from the signed record, each through one function."""
     workspace, version, _stored = one_version

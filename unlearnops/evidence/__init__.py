@@ -117,11 +117,42 @@ class Evidence:
             raise UnlearnopsError(f"models:/{name}/{version}: {len(found)} registration records (seq {', '.join(str(r['seq']) for r in found)}); run `unlearnops audit verify`")
         return Registration.of(found[0])
 
-    def resolve(self, ref: str) -> tuple[registry.RegisteredVersion, Registration]:
-        """The version a reference names and its signed registration record."""
-        self.check_registry(bind=False)
+    def resolve(self, ref: str, records: list[dict] | None = None) -> tuple[registry.RegisteredVersion, Registration]:
+        """The version a reference names and its signed registration record.
+
+        An alias is followed only where its last signed `alias.moved` record says it points: an
+        alias moved in the registry alone (a rollback of @production to a version that does not
+        satisfy a newer request) or set there without a record is refused, never deployed.
+        """
+        records = self.verified_records() if records is None else records
+        self.check_registry(bind=False, records=records)
         version = registry.resolve(ref, tracking_uri=self.tracking_uri)
-        return version, self.registration(version.name, version.version)
+        registration = self.registration(version.name, version.version, records)
+        _, _, alias = registry.parse_ref(ref)
+        if alias:
+            self._check_alias(version, alias, records)
+        return version, registration
+
+    @staticmethod
+    def _check_alias(version: registry.RegisteredVersion, alias: str, records: list[dict]) -> None:
+        moves = [
+            r for r in records
+            if r["event"] == audit.ALIAS_MOVED and str(r["fields"]["name"]) == version.name and r["fields"]["alias"] == alias
+        ]
+        where = f"models:/{version.name}@{alias}"
+        if not moves:
+            raise UnlearnopsError(
+                f"{where}: no signed alias.moved record set it (it points at version {version.version} in the registry): "
+                f"it was set outside unlearnops, so nothing vouches for it; name the version ({version.name}/N) or move "
+                "the alias with `unlearnops promote`"
+            )
+        logged = str(moves[-1]["fields"]["version"])
+        if logged != version.version:
+            raise UnlearnopsError(
+                f"{where} points at version {version.version} in the registry, but its last signed alias.moved record "
+                f"(seq {moves[-1]['seq']}) says version {logged}: it was moved outside unlearnops; run `unlearnops audit "
+                f"verify`, and restore it with `unlearnops promote {version.name} {logged} --alias {alias}`"
+            )
 
     # ---- the registry's identity -----------------------------------------------------------------
     def _bound_registry(self, records: list[dict]) -> dict | None:
@@ -341,9 +372,7 @@ class Evidence:
     def promote(self, ref: str, *, alias: str = registry.PRODUCTION) -> registry.RegisteredVersion:
         """Point `alias` at a version whose signed registration record says its gate passed."""
         records = self.verified_records(action="promote")
-        self.check_registry(bind=False, records=records)
-        target = registry.resolve(ref, tracking_uri=self.tracking_uri)
-        registration = self.registration(target.name, target.version, records)
+        target, registration = self.resolve(ref, records)
         if not registration.gate_passed:
             raise UnlearnopsError(
                 f"{target.ref}: its signed registration record (seq {registration.seq}) says its gate did not pass; only a "
