@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from .. import audit
-from ..fileio import canonical_json, sha256_bytes
 from .command import VllmCommand
+from .dense import METHOD, record_sha256
 from .process import HEALTH_TIMEOUT_S, VllmServer, exit_description, start_vllm
 
 
@@ -71,8 +71,19 @@ def derivation_fields(derivation: dict[str, Any]) -> dict[str, Any]:
         "derived_from_sha256": derivation["source_sha256"],
         "derivation_dtype": derivation["dtype"] if isinstance(derivation["dtype"], str) else ",".join(derivation["dtype"]),
         "derivation_versions": [f"{name}=={version}" for name, version in sorted(derivation["versions"].items())],
-        "derivation_record_sha256": sha256_bytes(canonical_json(derivation)),
+        "derivation_record_sha256": record_sha256(derivation),
     }
+
+
+def vouched_derivations(records: list[dict], source_sha256: str) -> frozenset[tuple[str, str]]:
+    """(served sha256, derivation record sha256) of every dense copy a signed deployment.started record
+    derived from the registered files hashing to `source_sha256`: the caches `dense_copy` may reuse."""
+    return frozenset(
+        (fields["served_sha256"], fields["derivation_record_sha256"])
+        for fields in (r["fields"] for r in records if r["event"] == audit.DEPLOYMENT_STARTED)
+        if fields.get("derived_from_sha256") == source_sha256 and fields.get("derivation_method") == METHOD
+        and fields.get("served_sha256") and fields.get("derivation_record_sha256")
+    )
 
 
 class Shutdown(BaseException):
