@@ -212,6 +212,29 @@ def test_a_deleted_or_replaced_log_is_named_by_the_witness(tmp_path):
     assert fresh.ok and "replaced log" in fresh.notices[0] and "(9 records)" in fresh.notices[0]
 
 
+def test_a_log_swapped_for_a_symlink_is_named_by_the_witness(tmp_path):
+    """The witness keys checkpoints by the log's location: replacing the log with a symbolic link (to an
+    empty file, or to another genuine log signed by the same operator's key) must not move the location
+    to one the witness knows nothing about, or knows as the other log's."""
+    log = _life(tmp_path / "ws" / "audit.jsonl")
+    other = _life(tmp_path / "other-ws" / "audit.jsonl")  # another workspace of the same operator: same key
+    genuine = log.path.read_bytes()
+    empty = tmp_path / "elsewhere" / "audit.jsonl"
+    empty.parent.mkdir()
+    empty.touch()
+    for target, words in ((empty, "had 9 records here and is gone"), (other.path, "the log was replaced")):
+        log.path.unlink()
+        log.path.symlink_to(target)
+        result = AuditLog(log.path).verify()
+        assert not result.ok and words in result.reason, result.reason
+    with pytest.raises(UnlearnopsError, match="the log was replaced"):
+        AuditLog(log.path).append(audit.RUN_STARTED, run_id="through-the-link")
+    assert other.verify().ok and len(other.records()) == 9  # nothing was appended to the other log through the link
+    log.path.unlink()
+    log.path.write_bytes(genuine)
+    assert AuditLog(log.path).verify().ok
+
+
 def test_a_forged_or_edited_witness_checkpoint_is_named(tmp_path):
     log = _life(tmp_path / "audit.jsonl")
     witness_file = log.witness.file_for(log.storage.location)

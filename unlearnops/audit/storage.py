@@ -80,7 +80,10 @@ class FileStorage(AuditStorage):
     def __init__(self, path: Path | str):
         self.path = Path(path)
         self.lock_path = self.path.with_name(self.path.name + ".lock")
-        self.location = f"file:{self.path.resolve()}"
+        # The directory resolved, the file's own name kept: a log replaced by a symbolic link (to an
+        # empty file, or to another log signed with the same key) keeps its location, so the
+        # witness compares it with this log's checkpoint, not with none or the other log's.
+        self.location = f"file:{self.path.absolute().parent.resolve() / self.path.name}"
 
     def exists(self) -> bool:
         return self.path.is_file() and self.path.stat().st_size > 0
