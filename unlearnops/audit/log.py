@@ -385,6 +385,14 @@ class AuditLog:
         if note is None:
             if not walked:
                 return None, 0
+            if self.storage.shared:
+                # A machine that joined the team: every signature is checked (nothing covers them),
+                # and its first append pins a checkpoint its later verifications compare with.
+                result.notices.append(
+                    f"witness {witness} holds no checkpoint of this shared log yet (this machine has not appended to it): "
+                    f"all {len(walked)} records' signatures were checked; this machine's next append records one"
+                )
+                return None, 0
             reason = (
                 f"none for log {result.log_id}: the witness was removed, or is not the one this log writes to "
                 "(set $UNLEARNOPS_AUDIT_WITNESS to it)"

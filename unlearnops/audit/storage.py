@@ -56,6 +56,10 @@ class AuditStorage(ABC):
     """One audit log's lines, wherever they are kept."""
 
     location: str
+    # Whether other machines append to this log too (a database backend). Each machine's witness
+    # then holds the checkpoint of its own last append, and a machine that joins the team has none
+    # yet: for a shared log that is a first sight, not a removed witness (AuditLog.verify).
+    shared: bool = False
 
     @abstractmethod
     def exists(self) -> bool:
