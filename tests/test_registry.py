@@ -121,6 +121,51 @@ def test_register_is_idempotent_on_the_run_key(store):
     assert evidence.verify().ok
 
 
+REGISTER_AT_ONCE = """
+import sys, time
+from pathlib import Path
+from unlearnops.evidence import Evidence
+from unlearnops.workspace import Workspace
+
+root, run_id, model_sha, go = sys.argv[1:5]
+evidence = Evidence(Workspace.resolve(root))
+evidence.verified_records()  # imported and connected before the start signal
+while not Path(go).exists():
+    time.sleep(0.002)
+version = evidence.register(name="m", run_id=run_id, run_key="same-request", model_sha256=model_sha, gate_report_sha256="e" * 64,
+                            request_ids=["req-1"], request_data={"req-1": "d" * 64})
+print(version.version)
+"""
+
+
+def test_the_same_registration_started_at_once_registers_one_version(store, tmp_path):
+    """Registrations of one run key (the same request) started at the same moment, outside any run lock
+    (`unlearnops register` twice, or two machines on one shared log): the idempotence check, the
+    version's creation and its record are one step under the log's append lock, so exactly one
+    version and one registration record result, and every caller gets that version."""
+    import os
+    import subprocess
+    import time
+
+    ws, uri, evidence, model = store
+    register(ws, uri, evidence, model, run_key="an-earlier-request")  # the registry bound, the model created
+    run_id = registry.log_model_run(model, tracking_uri=uri, artifact_root=ws.artifact_root, run_name="t", params={})
+    go = tmp_path / "go"
+    processes = [
+        subprocess.Popen([sys.executable, "-c", REGISTER_AT_ONCE, str(ws.root), run_id, sha256_tree(model), str(go)],
+                         env=os.environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(4)  # 4 at once registered versions 2 and 3 for one run key without the lock (3 not always)
+    ]
+    time.sleep(12.0)  # imports and the first verify, on a loaded machine
+    go.touch()
+    outputs = [process.communicate(timeout=600) for process in processes]
+    assert all(process.returncode == 0 for process in processes), [err[-2000:] for _, err in outputs]
+    assert {out.strip().splitlines()[-1] for out, _ in outputs} == {"2"}
+    assert [v.version for v in registry.list_versions("m", tracking_uri=uri)] == ["2", "1"]
+    assert len([r for r in evidence.log.records() if r["event"] == audit.VERSION_REGISTERED]) == 2
+    assert evidence.verify().ok
+
+
 def test_resolve_and_download_verify_the_artifact(store, tmp_path):
     ws, uri, evidence, model = store
     register(ws, uri, evidence, model)

@@ -20,6 +20,7 @@ disagrees is named.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -93,6 +94,7 @@ class AuditLog:
         self.path: Path | None = getattr(self.storage, "path", None)  # None on non-file backends
         self._witness = witness if isinstance(witness, WitnessDir) or witness is None else WitnessDir(witness)
         self._signing_key, self._public_key = signing_key, public_key
+        self._held = None  # the append session exclusive() holds, if any
 
     # ---- configuration ---------------------------------------------------------------------------
     @property
@@ -124,6 +126,26 @@ class AuditLog:
         return self._public_key
 
     # ---- writing -----------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold the log's append section across several steps; appends inside it use the held section.
+
+        Every writer of the log waits meanwhile (other processes, and on a shared backend other
+        machines), so a check and the writes it decides (is this run key registered? create the
+        version, record it) cannot interleave with another writer's. Re-entrant.
+        """
+        if self._held is not None:
+            yield
+            return
+        self.signing_key()
+        self.witness.prepare()
+        with self.storage.appending() as session:
+            self._held = session
+            try:
+                yield
+            finally:
+                self._held = None
+
     def append(self, event: str, **fields: Any) -> dict:
         """Append one signed record and checkpoint it in the witness; durable when this returns."""
         if event == LOG_CREATED:
@@ -132,7 +154,7 @@ class AuditLog:
             raise UnlearnopsError(problem)
         key, witness = self.signing_key(), self.witness
         witness.prepare()
-        with self.storage.appending() as session:
+        with self._section() as session:
             head = self._checked_head(session, key)
             last, log_id = head.last, head.log_id
             if last is None:
@@ -146,6 +168,14 @@ class AuditLog:
             session.append_line(canonical_json(record))
             witness.write(self.storage.location, Checkpoint(log_id, record["seq"], record["hash"]).sign(key))
         return record
+
+    @contextlib.contextmanager
+    def _section(self) -> Iterator:
+        if self._held is not None:
+            yield self._held
+        else:
+            with self.storage.appending() as session:
+                yield session
 
     @staticmethod
     def _signed(key: SigningKey, seq: int, event: str, fields: dict, prev: str, previous_time: str | None) -> dict:

@@ -180,7 +180,10 @@ class Evidence:
                 "audit log per registry (docs/audit.md), or record the switch with `unlearnops audit bind-registry --reason ...`"
             )
         if bind:
-            self._bind(identity, reason=None)
+            with self.log.exclusive():  # two first registrations at once bind one registry id, not two
+                if self._bound_registry(self.log.records()) is not None:
+                    return self.check_registry(bind=False)  # another writer bound it meanwhile
+                self._bind(registry.read_identity(self.tracking_uri), reason=None)
 
     def bind_registry(self, reason: str) -> dict[str, Any]:
         """Record, with a reason, that this log continues with the registry at the current tracking URI."""
@@ -197,12 +200,13 @@ class Evidence:
         tags = {REGISTRY_ID_TAG: registry_id, PUBLIC_KEY_TAG: key.vkey, FINGERPRINT_TAG: key.fingerprint}
         if log_id := self.log.log_id():
             tags[LOG_ID_TAG] = log_id
-        registry.write_identity(self.tracking_uri, self.workspace.artifact_root, tags)
-        record = self.log.append(
-            audit.REGISTRY_BOUND, registry_id=registry_id, tracking_uri=registry.redact(self.tracking_uri)[:256],
-            previous_registry_id=previous, reason=reason,
-        )
-        self._anchor()
+        with self.log.exclusive():
+            registry.write_identity(self.tracking_uri, self.workspace.artifact_root, tags)
+            record = self.log.append(
+                audit.REGISTRY_BOUND, registry_id=registry_id, tracking_uri=registry.redact(self.tracking_uri)[:256],
+                previous_registry_id=previous, reason=reason,
+            )
+            self._anchor()
         return {"registry_id": registry_id, "previous_registry_id": previous, "seq": record["seq"]}
 
     def _anchor(self) -> None:
@@ -248,28 +252,32 @@ class Evidence:
         )
         self.check_registry(bind=True, records=records)
         # ---- the first write to the registry is below this line ----
-        version = registry.create_version(name, run_id=run_id, tags=tags, run_key=run_key, tracking_uri=self.tracking_uri)
-        existing = [
-            r for r in self.log.records()
-            if r["event"] == audit.VERSION_REGISTERED and str(r["fields"]["name"]) == name and str(r["fields"]["version"]) == version.version
-        ]
-        if existing:
-            record = existing[0]
-        else:
-            record = self.log.append(
-                audit.VERSION_REGISTERED, name=name, version=int(version.version), run_id=run_id, run_key=run_key,
-                model_sha256=model_sha256, gate_passed=gate_passed, gate_report_sha256=gate_report_sha256, role=role,
-                request_ids=request_ids, request_data=[f"{rid}={digest}" for rid, digest in sorted(request_data.items())],
-                source_version=source_version, fp_model_sha256=fp_model_sha256,
-            )
-        if version.tags.get(registry.TAG_AUDIT_HEAD) != record["hash"]:
-            registry.set_version_tag(name, version.version, registry.TAG_AUDIT_HEAD, record["hash"], tracking_uri=self.tracking_uri)
-        # The alias is moved once, at registration: a rerun of the same request must not pull
-        # @candidate back from a newer version. TAG_REGISTERED_ALIAS marks that step as done.
-        if registry.TAG_REGISTERED_ALIAS not in version.tags:
-            self._move_alias(name, version.version, alias)
-            registry.set_version_tag(name, version.version, registry.TAG_REGISTERED_ALIAS, alias, tracking_uri=self.tracking_uri)
-        self._anchor()
+        # One step under the log's append lock, which every writer of this log honours (processes, and
+        # on a shared PostgreSQL log every machine): is this run key registered, create the version,
+        # record it. Two registrations of one run key at once then make one version, not two.
+        with self.log.exclusive():
+            version = registry.create_version(name, run_id=run_id, tags=tags, run_key=run_key, tracking_uri=self.tracking_uri)
+            existing = [
+                r for r in self.log.records()
+                if r["event"] == audit.VERSION_REGISTERED and str(r["fields"]["name"]) == name and str(r["fields"]["version"]) == version.version
+            ]
+            if existing:
+                record = existing[0]
+            else:
+                record = self.log.append(
+                    audit.VERSION_REGISTERED, name=name, version=int(version.version), run_id=run_id, run_key=run_key,
+                    model_sha256=model_sha256, gate_passed=gate_passed, gate_report_sha256=gate_report_sha256, role=role,
+                    request_ids=request_ids, request_data=[f"{rid}={digest}" for rid, digest in sorted(request_data.items())],
+                    source_version=source_version, fp_model_sha256=fp_model_sha256,
+                )
+            if version.tags.get(registry.TAG_AUDIT_HEAD) != record["hash"]:
+                registry.set_version_tag(name, version.version, registry.TAG_AUDIT_HEAD, record["hash"], tracking_uri=self.tracking_uri)
+            # The alias is moved once, at registration: a rerun of the same request must not pull
+            # @candidate back from a newer version. TAG_REGISTERED_ALIAS marks that step as done.
+            if registry.TAG_REGISTERED_ALIAS not in version.tags:
+                self._move_alias(name, version.version, alias)
+                registry.set_version_tag(name, version.version, registry.TAG_REGISTERED_ALIAS, alias, tracking_uri=self.tracking_uri)
+            self._anchor()
         return registry.resolve(f"{name}/{version.version}", tracking_uri=self.tracking_uri)
 
     def register_source(self, model_dir: Path | str, *, name: str = registry.SOURCE_MODEL_NAME, metrics: dict[str, float] | None = None) -> registry.RegisteredVersion:
@@ -384,14 +392,15 @@ class Evidence:
 
     def _move_alias(self, name: str, version: str, alias: str) -> None:
         """Move the alias and record it; the record's previous_version is what the log last said."""
-        moves = [r["fields"] for r in self.log.records() if r["event"] == audit.ALIAS_MOVED and r["fields"]["name"] == name and r["fields"]["alias"] == alias]
-        logged = str(moves[-1]["version"]) if moves else None
-        registry.set_alias(name, alias, version, tracking_uri=self.tracking_uri)
-        if logged != str(version):
-            self.log.append(
-                audit.ALIAS_MOVED, name=name, alias=alias, version=int(version),
-                previous_version=int(logged) if logged is not None else None,
-            )
+        with self.log.exclusive():  # two moves at once: the registry's alias and the last record agree
+            moves = [r["fields"] for r in self.log.records() if r["event"] == audit.ALIAS_MOVED and r["fields"]["name"] == name and r["fields"]["alias"] == alias]
+            logged = str(moves[-1]["version"]) if moves else None
+            registry.set_alias(name, alias, version, tracking_uri=self.tracking_uri)
+            if logged != str(version):
+                self.log.append(
+                    audit.ALIAS_MOVED, name=name, alias=alias, version=int(version),
+                    previous_version=int(logged) if logged is not None else None,
+                )
 
     # ---- requests --------------------------------------------------------------------------------
     def receive_request(self, request, *, request_sha256: str | None = None, supersede: bool = False) -> dict:
