@@ -166,6 +166,32 @@ def test_the_same_registration_started_at_once_registers_one_version(store, tmp_
     assert evidence.verify().ok
 
 
+def test_every_record_is_checked_before_the_first_registry_write(store, tmp_path):
+    """A value the log refuses (a 300-character source or reason) is refused before MLflow is touched:
+    no version (tagged gate=passed, with no record, and re-created on every retry), no registry identity."""
+    ws, uri, evidence, model = store
+    validated(evidence, "req-1")
+    run_id = registry.log_model_run(model, tracking_uri=uri, artifact_root=ws.artifact_root, run_name="t", params={})
+    records = evidence.log.records()
+    with pytest.raises(UnlearnopsError, match="audit field 'source_version': 300 characters"):
+        evidence.register(name="m", run_id=run_id, run_key="k", model_sha256=sha256_tree(model), gate_report_sha256="e" * 64,
+                          request_ids=["req-1"], request_data={"req-1": "d" * 64}, source_version="s" * 300)
+    with pytest.raises(UnlearnopsError, match="no versions"):
+        registry.list_versions("m", tracking_uri=uri)
+    assert registry.read_identity(uri) == {} and evidence.log.records() == records
+    with pytest.raises(UnlearnopsError, match="--reason"):
+        evidence.bind_registry("r" * 300)
+    with pytest.raises(UnlearnopsError, match="--reason"):
+        evidence.bind_registry("two\nlines")
+    assert registry.read_identity(uri) == {} and evidence.log.records() == records
+    # A baseline under a name the log cannot hold: refused before its model run is logged too.
+    runs_before = len(registry.client(uri).search_runs([registry.ensure_experiment(uri, ws.artifact_root)]))
+    with pytest.raises(UnlearnopsError, match="audit field 'name': 300 characters"):
+        evidence.register_source(model, name="n" * 300)
+    assert len(registry.client(uri).search_runs([registry.ensure_experiment(uri, ws.artifact_root)])) == runs_before
+    assert evidence.log.records() == records
+
+
 def test_resolve_and_download_verify_the_artifact(store, tmp_path):
     ws, uri, evidence, model = store
     register(ws, uri, evidence, model)

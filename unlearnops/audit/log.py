@@ -146,12 +146,18 @@ class AuditLog:
             finally:
                 self._held = None
 
-    def append(self, event: str, **fields: Any) -> dict:
-        """Append one signed record and checkpoint it in the witness; durable when this returns."""
+    @staticmethod
+    def check(event: str, **fields: Any) -> None:
+        """Refuse a record append() would refuse, without writing: for callers that must check every
+        record they will write before their first write elsewhere (the registry)."""
         if event == LOG_CREATED:
             raise UnlearnopsError(f"audit event '{LOG_CREATED}': written by the log itself when it starts")
         if problem := rec.event_problem(event, fields):
             raise UnlearnopsError(problem)
+
+    def append(self, event: str, **fields: Any) -> dict:
+        """Append one signed record and checkpoint it in the witness; durable when this returns."""
+        self.check(event, **fields)
         key, witness = self.signing_key(), self.witness
         witness.prepare()
         with self._section() as session:

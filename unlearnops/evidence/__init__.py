@@ -25,6 +25,7 @@ what a version claims to satisfy, goes through `Evidence`:
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,17 @@ class Registration:
             fp_model_sha256=fields.get("fp_model_sha256"),
             source_version=fields.get("source_version"),
         )
+
+
+def _one_line(reason: str) -> str:
+    """A --reason the log can hold: one line, 1 to 256 characters."""
+    reason = reason.strip()
+    if not reason or "\n" in reason or len(reason) > audit.MAX_VALUE_CHARS:
+        raise UnlearnopsError(
+            f"--reason: give one line of at most {audit.MAX_VALUE_CHARS} characters (an id or a short reason, never the forgotten text)",
+            field="--reason",
+        )
+    return reason
 
 
 def request_content_sha256(request) -> str:
@@ -187,6 +199,7 @@ class Evidence:
 
     def bind_registry(self, reason: str) -> dict[str, Any]:
         """Record, with a reason, that this log continues with the registry at the current tracking URI."""
+        reason = _one_line(reason)
         records = self.verified_records(action="rebind the registry")
         identity = registry.read_identity(self.tracking_uri)
         previous = self._bound_registry(records)
@@ -200,12 +213,11 @@ class Evidence:
         tags = {REGISTRY_ID_TAG: registry_id, PUBLIC_KEY_TAG: key.vkey, FINGERPRINT_TAG: key.fingerprint}
         if log_id := self.log.log_id():
             tags[LOG_ID_TAG] = log_id
+        fields = dict(registry_id=registry_id, tracking_uri=registry.redact(self.tracking_uri)[:256], previous_registry_id=previous, reason=reason)
+        self.log.check(audit.REGISTRY_BOUND, **fields)  # before the registry is written
         with self.log.exclusive():
             registry.write_identity(self.tracking_uri, self.workspace.artifact_root, tags)
-            record = self.log.append(
-                audit.REGISTRY_BOUND, registry_id=registry_id, tracking_uri=registry.redact(self.tracking_uri)[:256],
-                previous_registry_id=previous, reason=reason,
-            )
+            record = self.log.append(audit.REGISTRY_BOUND, **fields)
             self._anchor()
         return {"registry_id": registry_id, "previous_registry_id": previous, "seq": record["seq"]}
 
@@ -223,7 +235,7 @@ class Evidence:
         self,
         *,
         name: str,
-        run_id: str,
+        run_id: str | Callable[[], str],
         run_key: str,
         model_sha256: str,
         role: str = ROLE_UNLEARNED,
@@ -239,7 +251,9 @@ class Evidence:
     ) -> registry.RegisteredVersion:
         """Register the run's `model/` artifact with its signed record (idempotent on `run_key`).
 
-        `request_data` maps each request id to the sha256 of its validated data snapshot.
+        `request_data` maps each request id to the sha256 of its validated data snapshot. `run_id`
+        may be a function that logs the model's run and returns its id: it is called after every
+        check, so a refused registration leaves no run behind either.
         """
         request_ids = list(dict.fromkeys(request_ids))
         request_data = dict(request_data or {})
@@ -250,8 +264,22 @@ class Evidence:
             request_data={rid: {"corpus_sha256": digest, "location": f"data/{digest}"} for rid, digest in request_data.items()},
             source_version=source_version, fp_model_sha256=fp_model_sha256, metrics=metrics, extra=extra_tags,
         )
+
+        def registered_fields(number: int, run: str) -> dict[str, Any]:
+            return dict(
+                name=name, version=number, run_id=run, run_key=run_key, model_sha256=model_sha256, gate_passed=gate_passed,
+                gate_report_sha256=gate_report_sha256, role=role, request_ids=request_ids,
+                request_data=[f"{rid}={digest}" for rid, digest in sorted(request_data.items())],
+                source_version=source_version, fp_model_sha256=fp_model_sha256,
+            )
+
+        # The records this registration will write obey the log's rules, checked before anything is
+        # written: a refused record after the version exists would leave a version nothing vouches for.
+        self.log.check(audit.VERSION_REGISTERED, **registered_fields(1, run_id if isinstance(run_id, str) else "0" * 32))
+        self.log.check(audit.ALIAS_MOVED, name=name, alias=alias, version=1)
         self.check_registry(bind=True, records=records)
         # ---- the first write to the registry is below this line ----
+        run_id = run_id if isinstance(run_id, str) else run_id()
         # One step under the log's append lock, which every writer of this log honours (processes, and
         # on a shared PostgreSQL log every machine): is this run key registered, create the version,
         # record it. Two registrations of one run key at once then make one version, not two.
@@ -264,12 +292,7 @@ class Evidence:
             if existing:
                 record = existing[0]
             else:
-                record = self.log.append(
-                    audit.VERSION_REGISTERED, name=name, version=int(version.version), run_id=run_id, run_key=run_key,
-                    model_sha256=model_sha256, gate_passed=gate_passed, gate_report_sha256=gate_report_sha256, role=role,
-                    request_ids=request_ids, request_data=[f"{rid}={digest}" for rid, digest in sorted(request_data.items())],
-                    source_version=source_version, fp_model_sha256=fp_model_sha256,
-                )
+                record = self.log.append(audit.VERSION_REGISTERED, **registered_fields(int(version.version), run_id))
             if version.tags.get(registry.TAG_AUDIT_HEAD) != record["hash"]:
                 registry.set_version_tag(name, version.version, registry.TAG_AUDIT_HEAD, record["hash"], tracking_uri=self.tracking_uri)
             # The alias is moved once, at registration: a rerun of the same request must not pull
@@ -292,15 +315,12 @@ class Evidence:
         except UnlearnopsError:
             pass
         model_sha = sha256_tree(model_dir)
-        self.verified_records(action="register")
-        self.check_registry(bind=True)
-        run_id = registry.log_model_run(
-            model_dir, tracking_uri=self.tracking_uri, artifact_root=self.workspace.artifact_root,
-            run_name=f"register source {name}", params={"source_dir": str(model_dir)},
-        )
         return self.register(
-            name=name, run_id=run_id, run_key=f"source:{model_sha}", model_sha256=model_sha, role=ROLE_SOURCE,
-            metrics=metrics, alias=registry.PRODUCTION,
+            name=name, run_id=lambda: registry.log_model_run(
+                model_dir, tracking_uri=self.tracking_uri, artifact_root=self.workspace.artifact_root,
+                run_name=f"register source {name}", params={"source_dir": str(model_dir)},
+            ),
+            run_key=f"source:{model_sha}", model_sha256=model_sha, role=ROLE_SOURCE, metrics=metrics, alias=registry.PRODUCTION,
         )
 
     def register_gated(self, model_dir: Path | str, *, name: str, gate_report: Path | str, request_ids: list[str] = ()) -> registry.RegisteredVersion:
@@ -325,14 +345,13 @@ class Evidence:
         self._check_gate_attested(gate_report, report_sha, model_sha, records)
         self._check_requests_validated(request_ids, records)
         request_data = self._validated_data(request_ids, records)
-        self.check_registry(bind=True, records=records)
-        run_id = registry.log_model_run(
-            model_dir, tracking_uri=self.tracking_uri, artifact_root=self.workspace.artifact_root,
-            run_name=f"register {name}", params={"gate_report_sha256": report_sha},
-        )
         return self.register(
-            name=name, run_id=run_id, run_key=f"manual:{model_sha}:{report_sha}", model_sha256=model_sha,
-            gate_report_sha256=report_sha, request_ids=request_ids, request_data=request_data,
+            name=name, run_id=lambda: registry.log_model_run(
+                model_dir, tracking_uri=self.tracking_uri, artifact_root=self.workspace.artifact_root,
+                run_name=f"register {name}", params={"gate_report_sha256": report_sha},
+            ),
+            run_key=f"manual:{model_sha}:{report_sha}", model_sha256=model_sha, gate_report_sha256=report_sha,
+            request_ids=request_ids, request_data=request_data,
         )
 
     def _check_gate_attested(self, path: Path, report_sha: str, model_sha: str, records: list[dict]) -> None:
@@ -442,9 +461,7 @@ class Evidence:
 
     def close_request(self, request_id: str, reason: str) -> dict:
         """Close a received request that will not be satisfied (e.g. its runs failed), with a recorded reason."""
-        reason = reason.strip()
-        if not reason or "\n" in reason or len(reason) > audit.MAX_VALUE_CHARS:
-            raise UnlearnopsError(f"--reason: give one line of at most {audit.MAX_VALUE_CHARS} characters (an id or a short reason, never the forgotten text)")
+        reason = _one_line(reason)
         records = self.verified_records(action="close a request")
         entry = queries.requests(records).get(request_id)
         if entry is None:
