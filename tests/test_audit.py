@@ -324,6 +324,33 @@ def test_cli_show_status_close_and_unknown_request(cli, workspace):
     assert json.loads(cli("audit", "status", "--json").stdout)["pending"] == []
 
 
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [
+        (["audit", "close", "--request", "nobody", "--reason", "withdrawn"], "--request"),
+        (["audit", "close", "--request", "req-2", "--reason", " "], "--reason"),
+        (["audit", "show", "--request", "nobody", "--no-registry"], "--request"),
+        (["audit", "export", "--request", "nobody", "--out", "bundle.json", "--no-registry"], "--request"),
+        (["audit", "bind-registry", "--reason", "two\nlines"], "--reason"),
+        (["audit", "key"], "$UNLEARNOPS_AUDIT_KEY"),
+    ],
+    ids=["close-unknown", "close-reason", "show", "export", "bind-registry", "key"],
+)
+def test_evidence_commands_name_what_to_fix_in_their_json_errors(cli, workspace, tmp_path, monkeypatch, args, field):
+    _sample_log(workspace / "audit.jsonl")
+    monkeypatch.chdir(tmp_path)
+    if field == "$UNLEARNOPS_AUDIT_KEY":  # a key other users can read
+        loose = tmp_path / "loose.pem"
+        loose.write_bytes(Path(os.environ["UNLEARNOPS_AUDIT_KEY"]).read_bytes())
+        loose.chmod(0o644)
+        monkeypatch.setenv("UNLEARNOPS_AUDIT_KEY", str(loose))
+    result = cli(*args, "--json")
+    assert result.exit_code == 1 and "Traceback" not in result.stderr, result.stderr
+    document = json.loads(result.stdout)
+    assert document["exit_code"] == 1 and document["field"] == field, document
+    assert not (tmp_path / "bundle.json").exists()
+
+
 def test_cli_status_and_show_refuse_loudly_when_the_log_does_not_verify(cli, workspace):
     log = _sample_log(workspace / "audit.jsonl")
     log.path.write_text("".join(_lines(log.path)[:-1]))  # the last record cut

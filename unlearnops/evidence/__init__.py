@@ -439,7 +439,8 @@ class Evidence:
                 raise UnlearnopsError(
                     f"request_id {request.request_id}: already received with different content (sha256 "
                     f"{str(earlier[-1])[:12]}…, now {content[:12]}…); give the new request its own request_id, or pass "
-                    "--supersede to record that it replaces the earlier one; nothing recorded"
+                    "--supersede to record that it replaces the earlier one; nothing recorded",
+                    field="request_id",
                 )
             self.log.append(
                 audit.REQUEST_SUPERSEDED, request_id=request.request_id, previous_content_sha256=earlier[-1],
