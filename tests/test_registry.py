@@ -264,6 +264,30 @@ def test_a_tracking_uri_pointing_at_another_registry_is_refused_until_the_switch
     assert not result.ok and any(p["where"] == "version m/1" for p in result.problems)
 
 
+def test_a_workspace_without_the_registrys_log_cannot_take_over_its_identity(store, tmp_path, monkeypatch, cli):
+    """An engineer who forgot $UNLEARNOPS_AUDIT_URL (a fresh workspace, an empty file log, their own key)
+    points at the team's registry: their first registering command must not rebind the registry to their
+    log (its log id, public key and checkpoint tags), which would make every other workspace's verify fail."""
+    from unlearnops.audit.signing import KEY_ENV
+
+    ws, uri, evidence, model = store
+    register(ws, uri, evidence, model)  # the team's log is bound to this registry
+    identity = registry.read_identity(uri)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv(KEY_ENV, str(tmp_path / "their-key" / "key.pem"))
+    monkeypatch.setenv("UNLEARNOPS_AUDIT_WITNESS", str(tmp_path / "their-witness"))
+    elsewhere = tmp_path / "their-workspace"
+    for command in (["register", "--baseline", "--model", model, "--name", "their-base"],
+                    ["audit", "bind-registry", "--reason", "my laptop"]):
+        refused = cli(*command, "--workspace", elsewhere, "--json")
+        assert refused.exit_code == 1, refused.stderr
+        assert "holds the evidence of audit log" in refused.stderr and "UNLEARNOPS_AUDIT_URL" in refused.stderr
+    assert registry.read_identity(uri) == identity
+    assert not (elsewhere / "audit.jsonl").exists() or (elsewhere / "audit.jsonl").stat().st_size == 0
+    monkeypatch.undo()
+    assert evidence.verify().ok
+
+
 # ---- the CLI ----------------------------------------------------------------------------------------
 def test_cli_models_promote_and_malformed_tags(cli, store):
     ws, uri, evidence, model = store

@@ -184,24 +184,32 @@ class Evidence:
                 found = f"registry {registry_id}" if registry_id else "a registry unlearnops never used (new or replaced)"
                 raise UnlearnopsError(f"{where}: is {found}, but this workspace's audit log was written with registry {bound['registry_id']}; {fix}")
             return
-        other_log = identity.get(LOG_ID_TAG)
-        log_id = self.log.log_id()
-        if other_log and log_id and other_log != log_id:
-            raise UnlearnopsError(
-                f"{where}: already holds the evidence of audit log {other_log}, not this workspace's log {log_id}; share one "
-                "audit log per registry (docs/audit.md), or record the switch with `unlearnops audit bind-registry --reason ...`"
-            )
+        self._check_log_of(identity)
         if bind:
             with self.log.exclusive():  # two first registrations at once bind one registry id, not two
                 if self._bound_registry(self.log.records()) is not None:
                     return self.check_registry(bind=False)  # another writer bound it meanwhile
                 self._bind(registry.read_identity(self.tracking_uri), reason=None)
 
+    def _check_log_of(self, identity: dict[str, str]) -> None:
+        """Refuse a registry that holds another log's evidence: binding it to this log (an empty one
+        included: a workspace that forgot the team's $UNLEARNOPS_AUDIT_URL) would take its identity
+        over, and every workspace writing the other log would stop verifying against it."""
+        other_log, log_id = identity.get(LOG_ID_TAG), self.log.log_id()
+        if other_log and other_log != log_id:
+            this = f"this workspace's log {log_id}" if log_id else f"this workspace's empty log ({self.log.storage.location})"
+            raise UnlearnopsError(
+                f"registry {registry.redact(self.tracking_uri)}: holds the evidence of audit log {other_log}, not {this}; a "
+                "registry has one audit log: point $UNLEARNOPS_AUDIT_URL at that log (the team's, docs/team.md), or use "
+                "another registry"
+            )
+
     def bind_registry(self, reason: str) -> dict[str, Any]:
         """Record, with a reason, that this log continues with the registry at the current tracking URI."""
         reason = _one_line(reason)
         records = self.verified_records(action="rebind the registry")
         identity = registry.read_identity(self.tracking_uri)
+        self._check_log_of(identity)
         previous = self._bound_registry(records)
         return self._bind(identity, reason=reason, previous=previous["registry_id"] if previous else None)
 
