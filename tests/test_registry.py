@@ -277,8 +277,11 @@ def test_a_workspace_without_the_registrys_log_cannot_take_over_its_identity(sto
     monkeypatch.setenv(KEY_ENV, str(tmp_path / "their-key" / "key.pem"))
     monkeypatch.setenv("UNLEARNOPS_AUDIT_WITNESS", str(tmp_path / "their-witness"))
     elsewhere = tmp_path / "their-workspace"
+    request = tmp_path / "request.json"
+    request.write_text("{}")
     for command in (["register", "--baseline", "--model", model, "--name", "their-base"],
-                    ["audit", "bind-registry", "--reason", "my laptop"]):
+                    ["audit", "bind-registry", "--reason", "my laptop"],
+                    ["run", "--request", request]):  # refused at once, not after minutes of stages
         refused = cli(*command, "--workspace", elsewhere, "--json")
         assert refused.exit_code == 1, refused.stderr
         assert "holds the evidence of audit log" in refused.stderr and "UNLEARNOPS_AUDIT_URL" in refused.stderr

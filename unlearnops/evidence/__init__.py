@@ -175,7 +175,7 @@ class Evidence:
         """Refuse a registry other than the one this log was written with; bind a fresh pair when `bind`."""
         records = self.log.records() if records is None else records
         bound = self._bound_registry(records)
-        identity = registry.read_identity(self.tracking_uri) if (bind or bound) else {}
+        identity = registry.read_identity(self.tracking_uri)
         registry_id = identity.get(REGISTRY_ID_TAG)
         where = f"registry {registry.redact(self.tracking_uri)}"
         fix = "point $MLFLOW_TRACKING_URI (or --tracking-uri) back at it, or record the switch with `unlearnops audit bind-registry --reason ...`"
