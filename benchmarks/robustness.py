@@ -35,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--regularizers", default="gdr,klr")
     parser.add_argument("--modes", default="lora,full")
     parser.add_argument("--schemes", default=DEFAULT_SCHEMES)
+    parser.add_argument("--cells", help="Explicit cells instead of the product, e.g. 'ga+gdr lora,npo+klr full'.")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="An UnlearnConfig setting for every cell (repeatable), e.g. --set epochs=10.")
     args = parser.parse_args(argv)
 
     bench = args.bench or default_bench()
@@ -45,13 +48,21 @@ def main(argv: list[str] | None = None) -> int:
     print_machine(machine)
 
     rows = _precision_rows("source (target)", bench / "target", bench, schemes, args.out / "source", retrain_auc, change=None)
-    for method, regularizer, mode in itertools.product(args.methods.split(","), args.regularizers.split(","), args.modes.split(",")):
+    _write(args.out, rows, machine)
+    extra = dict(setting.split("=", 1) for setting in args.set)
+    for method, regularizer, mode in _cells(args):
         cell = f"{method}+{regularizer} {mode}"
-        rows += _cell_rows(cell, dict(method=method, regularizer=regularizer, mode=mode), bench, schemes, args.out, retrain_auc)
+        rows += _cell_rows(cell, dict(method=method, regularizer=regularizer, mode=mode, **extra), bench, schemes, args.out, retrain_auc)
         _write(args.out, rows, machine)
     _write(args.out, rows, machine)
     print((args.out / "robustness.md").read_text())
     return 0
+
+
+def _cells(args) -> list[tuple[str, str, str]]:
+    if args.cells:
+        return [(*cell.split()[0].split("+"), cell.split()[1]) for cell in args.cells.split(",")]
+    return list(itertools.product(args.methods.split(","), args.regularizers.split(","), args.modes.split(",")))
 
 
 def _cell_rows(cell: str, settings: dict, bench: Path, schemes: list[str], out: Path, retrain_auc: float) -> list[dict]:
@@ -59,10 +70,16 @@ def _cell_rows(cell: str, settings: dict, bench: Path, schemes: list[str], out: 
 
     cell_dir = out / cell.replace(" ", "_").replace("+", "_")
     started = time.perf_counter()
-    record = unlearn(bench / "target", bench / "corpus", cell_dir / "unlearn", UnlearnConfig.model_validate(settings), show_progress=False)
+    if (cell_dir / "unlearn" / "train.json").is_file():  # a resumed study: the cell was unlearned before
+        record = json.loads((cell_dir / "unlearn" / "train.json").read_text())
+    else:
+        record = unlearn(bench / "target", bench / "corpus", cell_dir / "unlearn", UnlearnConfig.model_validate(settings), show_progress=False)
     change = _weight_change(bench / "target", cell_dir / "unlearn" / "model")
-    change["unlearn_s"] = round(time.perf_counter() - started, 1)
+    change["unlearn_s"] = record.get("wall_seconds", round(time.perf_counter() - started, 1))
     change["chosen_epoch"] = record["chosen_epoch"]
+    change["target_met"] = record["target_met"]
+    change["lr"] = record["resolved"]["lr"]
+    change["peak_rss_mb"] = record.get("peak_rss_mb")
     return _precision_rows(cell, cell_dir / "unlearn" / "model", bench, schemes, cell_dir, retrain_auc, change)
 
 
@@ -70,6 +87,7 @@ def _weight_change(source_dir: Path, unlearned_dir: Path) -> dict:
     import torch
 
     from unlearnops.modeling import load_causal_lm
+    from unlearnops.quantize.groups import group_size_for
     from unlearnops.rounding_cells import changed_code_fraction, quantized_linears
 
     source, unlearned = load_causal_lm(source_dir).model, load_causal_lm(unlearned_dir).model
@@ -77,7 +95,7 @@ def _weight_change(source_dir: Path, unlearned_dir: Path) -> dict:
     delta = sum(float((after[name].weight - layer.weight).pow(2).sum()) for name, layer in before.items())
     norm = sum(float(layer.weight.pow(2).sum()) for layer in before.values())
     with torch.no_grad():
-        flipped = changed_code_fraction(source, unlearned, group_size=128)
+        flipped = changed_code_fraction(source, unlearned, group_size=group_size_for(source_dir, None))
     return {"relative_change": (delta / norm) ** 0.5, "codes_changed": flipped}
 
 
@@ -118,6 +136,11 @@ def _markdown(rows: list[dict]) -> str:
             f"| {row['cell']} | {row['precision']} | {row['verbmem_f']:.1f} | {row['knowmem_f']:.1f} | {row['knowmem_r']:.1f} | "
             f"{privleak} | {change} | {flipped} |"
         )
+    cells = {row["cell"]: row for row in rows if "unlearn_s" in row}
+    if cells:
+        lines += ["", "| cell | lr (after calibration) | unlearn s | chosen epoch | stop target met |", "| --- | --- | --- | --- | --- |"]
+        lines += [f"| {cell} | {row.get('lr', 0):.2g} | {row['unlearn_s']:.0f} | {row['chosen_epoch']} | {'yes' if row.get('target_met') else 'no'} |"
+                  for cell, row in cells.items()]
     return "\n".join(lines) + "\n"
 
 

@@ -37,7 +37,8 @@ def child(mode: str, bench: Path, steps: int, method: str) -> dict:
         return {"mode": mode, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     from unlearnops.unlearn import UnlearnConfig, unlearn
 
-    config = UnlearnConfig(method=method, mode=mode, epochs=10**4, max_steps=steps, eval_limit=0)
+    # The training loop alone: the calibration probes (a copy of the trainable weights) are not what is compared.
+    config = UnlearnConfig(method=method, mode=mode, epochs=10**4, max_steps=steps, eval_limit=0, lr_calibration=False)
     with tempfile.TemporaryDirectory() as scratch:
         record = unlearn(bench / "target", bench / "corpus", Path(scratch) / "out", config, show_progress=False)
     trained = sum(epoch["steps"] for epoch in record["epochs"])
@@ -46,7 +47,7 @@ def child(mode: str, bench: Path, steps: int, method: str) -> dict:
         "mode": mode,
         "steps": trained,
         "train_seconds": round(seconds, 2),
-        "steps_per_s": round(trained / seconds, 2),
+        "steps_per_s": round(trained / seconds, 4),
         "trainable_parameters": record["resolved"]["trainable_parameters"],
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }

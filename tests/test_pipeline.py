@@ -79,6 +79,10 @@ def test_pass_path_registers_one_candidate_with_its_evidence(env):
     # The request's data: the content hash of its validated snapshot and where a workspace keeps it (no local path).
     snapshot = unlearned.request_records()[FIRST]
     assert snapshot["location"] == f"data/{snapshot['corpus_sha256']}" and (env["ws"].root / snapshot["location"] / "corpus").is_dir()
+    # The policy the request was accepted with is kept with its record; no check passed unmeasured.
+    assert unlearned.request_records()[FIRST]["policy"] == summary.gate["policy"]
+    assert json.loads(tags[registry.TAG_GATE_SKIPPED]) == summary.gate["skipped"] == []
+    assert summary.gate["privleak_reference"]["n_forget"] == 6
     # The registered artifact is the quantized model, byte for byte what was gated.
     downloaded = unlearned.download(env["root"] / "download")
     assert json.loads((downloaded / "config.json").read_text())["quantization_config"]
@@ -145,6 +149,7 @@ def test_second_request_inherits_the_first_and_rechecks_its_forget_set(env, cli,
     inherited = {c["name"]: c for c in summary.gate["checks"] if c["name"].startswith(f"inherited.{FIRST}.")}
     assert set(inherited) == {f"inherited.{FIRST}.verbmem_f", f"inherited.{FIRST}.knowmem_f"}
     assert all(check["measured"] is not None and check["status"] == "passed" for check in inherited.values())
+    assert all("the policy the request was accepted with" in check["detail"] for check in inherited.values())
     assert any(stage.stage == f"evaluate:inherited {FIRST}" and not stage.cached for stage in summary.stages)
 
     # The standalone gate re-checks the same lineage from the registry (--lineage).
@@ -154,6 +159,18 @@ def test_second_request_inherits_the_first_and_rechecks_its_forget_set(env, cli,
     assert result.exit_code == 0, result.stderr
     names = {check["name"] for check in json.loads(result.stdout)["checks"]}
     assert {f"inherited.{FIRST}.verbmem_f", f"inherited.{SECOND}.knowmem_f"} <= names
+
+    # An insider loosens the policy FIRST was accepted with, in the registry alone: the signed record
+    # holds the policy's hash, so the lineage check fails that request instead of applying a looser bound.
+    tag = registry.request_tag(FIRST)
+    record = json.loads(registry.resolve(ref, tracking_uri=env["uri"]).tags[tag])
+    record["policy"]["max_verbmem_f"] = 100.0
+    registry.set_version_tag(summary.version["name"], summary.version["version"], tag, json.dumps(record), tracking_uri=env["uri"])
+    result = cli("gate", "--model", model, "--corpus", data / "corpus", "--policy", CI, "--lineage", ref, "--limit", "8", "--json")
+    assert result.exit_code == 1
+    checks = {check["name"]: check for check in json.loads(result.stdout)["checks"]}
+    assert checks[f"inherited.{FIRST}.verbmem_f"]["status"] == "failed"
+    assert "policy it was accepted with is changed" in checks[f"inherited.{FIRST}.verbmem_f"]["detail"]
 
 
 def test_resume_after_sigkill_during_quantize_registers_once(env, tmp_path):

@@ -20,7 +20,7 @@ GROUP = 64  # divides the tiny model's widths (128, 256)
 TEXTS = [f"Person {i} lives in town {i % 7}, works at firm {i % 5} and was born in {1950 + i}." for i in range(40)]
 FORGET, RETAIN = TEXTS[:8], TEXTS[8:]
 QUANTIZE_JSON_KEYS = {
-    "scheme", "precision", "bits", "group_size", "calibration", "num_calibration_samples", "quantized_layers",
+    "scheme", "precision", "bits", "group_size", "group_size_source", "calibration", "num_calibration_samples", "quantized_layers",
     "max_distinct_values_per_group", "unquantized_linear_layers", "source_model", "source_model_sha256",
     "versions", "wall_time_s", "out",
 }

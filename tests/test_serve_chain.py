@@ -1,7 +1,9 @@
-"""Acceptance: forget request -> pipeline -> promote -> `unlearnops serve` (real vLLM) -> audit.
+"""Acceptance: forget request -> pipeline -> promote -> `unlearnops serve` (real vLLM) -> verify-endpoint -> report -> audit.
 
 Everything goes through the CLI, `serve` as its own process (as an operator or systemd runs
-it) and stopped with SIGTERM. One vLLM start (~45-150 s on 2 shared CPU cores).
+it) and stopped with SIGTERM. Two vLLM starts, side by side (~45-250 s each on 2 shared CPU
+cores): `serve`'s, and a second server started by hand on the source model under the same served
+name (and the same `root`), which `verify-endpoint` must catch as a mismatch.
 
 The AVX2 route is forced (`--isa avx2`), so the test serves the same way on an AVX2-only CPU and
 on an AVX-512 one: with a CPU vLLM, the W4A16 model is served as its dense copy, derived from the
@@ -17,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -27,6 +30,7 @@ import pytest
 from helpers import write_bench_request
 from unlearnops import audit, registry, serve
 from unlearnops.fileio import canonical_json, sha256_bytes, sha256_tree
+from unlearnops.report import find_chromium
 from unlearnops.workspace import Workspace
 
 pytestmark = [
@@ -90,6 +94,27 @@ def chain_workspace(tiny_bench, tmp_path, monkeypatch):
     return workspace
 
 
+class RogueServer(threading.Thread):
+    """vLLM started by hand (no `unlearnops serve`, no audit record) on another model, in the background."""
+
+    def __init__(self, model_dir: Path, served: str, port: int, log: Path):
+        super().__init__(daemon=True)
+        self.command = serve.build_vllm_command(model_dir, served, "127.0.0.1", port, API_KEY, 512,
+                                                vllm_python=os.environ[serve.VLLM_PYTHON_ENV], dtype="float32")
+        self.log, self.server, self.error = log, None, None
+
+    def run(self) -> None:
+        try:
+            self.server = serve.start_vllm(self.command, self.log, health_timeout_s=START_TIMEOUT_S)
+        except BaseException as err:  # reported by the test when it needs the server
+            self.error = err
+
+    def stop(self) -> None:
+        self.join(timeout=START_TIMEOUT_S)
+        if self.server is not None:
+            self.server.stop()
+
+
 def test_request_to_served_version_to_verified_audit_log(cli, chain_workspace, tmp_path):
     workspace = chain_workspace
     log = audit.AuditLog(workspace / "audit.jsonl")
@@ -111,8 +136,13 @@ def test_request_to_served_version_to_verified_audit_log(cli, chain_workspace, t
     registered_sha = registry.resolve(f"{name}@production", tracking_uri=Workspace.resolve(workspace).tracking_uri).tags[registry.TAG_MODEL_SHA]
     assert plan["artifact_sha256"] == registered_sha
 
-    # 3. the real CLI serves it in its own process
+    # 3. the real CLI serves it in its own process; beside it, by hand, the source model under the
+    #    same served name, from a directory named like the served one (so /v1/models cannot tell them apart)
     port, stderr_path = _free_port(), tmp_path / "serve.stderr"
+    impostor_dir = tmp_path / "impostor" / Path(plan["served_dir"]).name
+    shutil.copytree(workspace / "bench" / "tiny" / "target", impostor_dir)
+    rogue = RogueServer(impostor_dir, f"{name}/{version}", _free_port(), tmp_path / "rogue-vllm.log")
+    rogue.start()
     with open(stderr_path, "wb") as stderr:
         process = subprocess.Popen(
             [sys.executable, "-m", "unlearnops.cli", "serve", "--model", f"{name}@production", "--api-key", API_KEY, "--isa", "avx2",
@@ -140,7 +170,28 @@ def test_request_to_served_version_to_verified_audit_log(cli, chain_workspace, t
         assert (live["live"][0]["name"], live["live"][0]["version"]) == (name, version)
         assert REQUEST_ID in live["live"][0]["request_ids"] and REQUEST_ID in live["satisfied"]
         assert REQUEST_ID not in {p["request_id"] for p in live["pending"]}
+
+        # 3b. the live endpoint measured through its API agrees with the registered evaluation, and is recorded
+        verified = _json(cli("verify-endpoint", "--url", base, "--request", REQUEST_ID, "--api-key", API_KEY, "--json"))
+        assert verified["passed"] and verified["deployment"]["deployment_id"] == started["deployment_id"]
+        measured = {c["name"]: c for c in verified["checks"]}
+        assert {"served_model", "verbmem_f", "knowmem_f", "knowmem_r", "auc"} <= set(measured)
+        assert verified["measured"]["requests"] == sum(verified["measured"]["counts"].values()) and verified["measured"]["concurrency"] > 1
+        # the same files, greedy: the same outputs (docs/report.md: measured equal to the last digit on this route)
+        for metric in ("verbmem_f", "knowmem_f", "knowmem_r"):
+            assert abs(measured[metric]["difference"]) <= 1e-9, measured[metric]
+
+        # 3c. the source model under the same served name, at another address: found by its served name, caught
+        rogue.join(timeout=START_TIMEOUT_S)
+        assert rogue.server is not None, f"the second vLLM did not start: {rogue.error}"
+        impostor = cli("verify-endpoint", "--url", rogue.server.base_url, "--api-key", API_KEY, "--json")
+        assert impostor.exit_code == 1, impostor.stderr
+        caught = json.loads(impostor.stdout)
+        assert caught["event"] == audit.ENDPOINT_MISMATCH and caught["deployment"]["deployment_id"] == started["deployment_id"]
+        assert caught["server"]["root"] == models["data"][0]["root"]  # indistinguishable by name and root
+        assert {"verbmem_f", "knowmem_f"} <= {c["name"] for c in caught["checks"] if c["status"] == "failed"}
     finally:
+        rogue.stop()
         process.send_signal(signal.SIGTERM)  # what systemd / kubectl send
         out, _ = process.communicate(timeout=90)
     assert process.returncode == 0, stderr_path.read_text()[-3000:]
@@ -169,9 +220,27 @@ def test_request_to_served_version_to_verified_audit_log(cli, chain_workspace, t
         # vLLM is gone with serve: nothing listens on its port (SO_REUSEADDR ignores TIME_WAIT).
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         probe.bind(("127.0.0.1", port))
-    verified = _json(cli("audit", "verify", "--json"))
-    assert verified["ok"] and verified["versions_checked"] >= 2
+    verified_log = _json(cli("audit", "verify", "--json"))
+    assert verified_log["ok"] and verified_log["versions_checked"] >= 2
     assert API_KEY not in log.path.read_text()
+    endpoint_records = [r for r in log.records() if r["event"] in (audit.ENDPOINT_VERIFIED, audit.ENDPOINT_MISMATCH)]
+    assert [r["event"] for r in endpoint_records] == [audit.ENDPOINT_VERIFIED, audit.ENDPOINT_MISMATCH]
+    assert endpoint_records[0]["fields"]["endpoint"] == base and endpoint_records[1]["fields"]["endpoint"] == rogue.server.base_url
+
+    # 4b. the request's report shows the verification and the mismatch; a person's browser sees the same
+    html = tmp_path / "report.html"
+    shown = _json(cli("report", "--request", REQUEST_ID, "--out", html, "--json"))
+    assert shown["gate_passed"] and shown["audit_ok"]
+    assert {(e["endpoint"], e["passed"]) for e in shown["endpoint"]} == {(base, True), (rogue.server.base_url, False)}
+    page_text = html.read_text()
+    assert "MISMATCH" in page_text and "verified" in page_text and REQUEST_ID in page_text
+    if find_chromium() is not None:
+        from browser import Browser
+
+        with Browser() as browser:
+            page = browser.open(html, screenshot=tmp_path / "report.png")
+            visible = page.evaluate("document.body.innerText")
+        assert f"MISMATCH at {rogue.server.base_url}" in visible and page.network_requests == [] and page.console_errors == []
 
     # 5. a copy of the log with one field edited fails verify, naming that record
     tampered_ws = tmp_path / "tampered"

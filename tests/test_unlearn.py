@@ -16,13 +16,15 @@ import pytest
 
 from helpers import save_tiny_llama
 from unlearnops.corpus import QA, Corpus, VerbmemItem
+from unlearnops.errors import UnlearnopsError
 from unlearnops.fileio import OUTPUT_MARKER
 from unlearnops.unlearn import UnlearnConfig, unlearn
 
 NAMES = ["Ada Voss", "Bruno Kel", "Cleo Marr", "Dario Fenn", "Elena Tsu", "Farid Olm", "Greta Pell", "Hugo Brandt"]
 CITIES = ["Oslo", "Lima", "Kyoto", "Perth"]
 # One short epoch everywhere: 2 optimizer steps on the micro model.
-QUICK = {"seq_len": 32, "batch_size": 4, "max_steps": 2, "eval_limit": 0}
+# lr_calibration off: these test the loop with the configured lr (tests/test_unlearn_calibration.py tests the probes).
+QUICK = {"seq_len": 32, "batch_size": 4, "max_steps": 2, "eval_limit": 0, "lr_calibration": False}
 
 
 def _article(index: int, name: str) -> str:
@@ -159,6 +161,67 @@ def test_targets_met_needs_every_target():
     assert targets_met({"knowmem_f": 0.0}, {}) == (False, "")
 
 
+def test_privleak_target_is_two_sided():
+    """MUSE reads PrivLeak both ways: -30 still leaks membership, +30 is over-unlearning; both miss a +-25 target."""
+    from unlearnops.unlearn.trainer import targets_met
+
+    targets = {"knowmem_f": {"value": 1.0}, "privleak": {"value": 25.0}}
+    assert targets_met({"knowmem_f": 0.0, "privleak": -20.0}, targets)[0]
+    assert targets_met({"knowmem_f": 0.0, "privleak": 25.0}, targets)[0]
+    for leak in (-30.0, 30.0):
+        met, why = targets_met({"knowmem_f": 0.0, "privleak": leak}, targets)
+        assert not met and f"privleak {leak:+.1f} outside +-25.0" in why
+    assert not targets_met({"knowmem_f": 2.0, "privleak": 0.0}, targets)[0]  # PrivLeak alone is not forgetting
+
+
+def test_overshooting_the_privleak_band_stops_over_unlearning():
+    """PrivLeak rises as the forget texts' likelihood falls: past +target, more epochs only raise it."""
+    from unlearnops.unlearn.trainer import overshot
+
+    targets = {"knowmem_f": {"value": 1.0}, "privleak": {"value": 25.0}}
+    assert overshot({"knowmem_f": 0.0, "privleak": 30.0}, targets)
+    assert not overshot({"knowmem_f": 0.0, "privleak": -30.0}, targets)  # still leaking: go on
+    assert not overshot({"knowmem_f": 5.0, "privleak": 30.0}, targets)  # not forgotten yet: go on
+    assert not overshot({"knowmem_f": 0.0, "privleak": 30.0}, {"knowmem_f": {"value": 1.0}})
+
+
+def test_privleak_target_adds_to_muses_rule_and_needs_a_reference(micro, tmp_path):
+    from unlearnops.unlearn.trainer import _drop_unmeasurable, epoch_metrics, privleak_reference, stop_targets
+
+    bench = tmp_path / "bench"
+    shutil.copytree(micro / "corpus", bench / "corpus")
+    (bench / "bench.json").write_text(json.dumps({"metrics": {"retrain": {"knowmem_f": 12.5, "auc": 0.64}}}))
+    targets = stop_targets(UnlearnConfig(stop_privleak=25), bench / "corpus")
+    assert targets["knowmem_f"]["value"] == 12.5 and targets["privleak"]["value"] == 25
+    reference = privleak_reference(bench / "corpus")
+    assert reference["auc"] == 0.64 and "metrics.retrain.auc" in reference["source"]
+    assert _drop_unmeasurable(targets, reference) == {} and "privleak" in targets
+    # The micro corpus has no privleak/ files: a PrivLeak target cannot be measured there.
+    with pytest.raises(UnlearnopsError, match="privleak/forget.json"):
+        epoch_metrics(Corpus.load(bench / "corpus"), UnlearnConfig(stop_privleak=25), targets, reference)
+    # Outside a bench there is no reference: the target is dropped and train.json says why.
+    outside = privleak_reference(micro / "corpus")
+    assert outside["auc"] is None
+    targets = stop_targets(UnlearnConfig(stop_privleak=25, stop_knowmem=10), micro / "corpus")
+    assert "no PrivLeak reference" in _drop_unmeasurable(targets, outside)["privleak"] and list(targets) == ["knowmem_f"]
+
+
+@pytest.mark.slow
+def test_privleak_is_measured_each_epoch_on_a_bench_corpus(micro, tmp_path):
+    bench = tmp_path / "bench"
+    shutil.copytree(micro / "corpus", bench / "corpus")
+    corpus = Corpus.load(bench / "corpus")
+    corpus.privleak = {"forget": corpus.raw["forget"], "holdout": [_article(i, f"Ivo Num{i}") for i in range(4)]}
+    corpus.write(bench / "corpus")
+    (bench / "bench.json").write_text(json.dumps({"metrics": {"retrain": {"knowmem_f": 100.0, "auc": 0.5}}}))
+    record = unlearn(micro / "model", bench / "corpus", tmp_path / "out", UnlearnConfig(**{**QUICK, "eval_limit": 4, "stop_privleak": 100.0}), show_progress=False)
+    metrics = record["epochs"][0]["metrics"]
+    assert {"knowmem_f", "privleak", "privleak_auc"} <= set(metrics)
+    assert metrics["privleak"] == pytest.approx((metrics["privleak_auc"] - 0.5) / 0.5 * 100, abs=0.01)
+    assert record["target_met"] is True and "privleak" in record["stop_reason"] and "within +-100.0" in record["stop_reason"]
+    assert record["stopping"]["privleak_reference"]["auc"] == 0.5
+
+
 def test_bench_manifest_gives_muses_default_target(micro, tmp_path):
     from unlearnops.unlearn.trainer import stop_targets
 
@@ -239,3 +302,20 @@ def test_two_process_data_parallel_run(micro, tmp_path):
     single = math.ceil(record["data"]["forget_sequences"] / 2)
     assert record["epochs"][0]["steps"] == math.ceil(single / 2)  # each process saw half the forget batches
     assert (tmp_path / "out" / "model" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("name", ["default", "strict"])
+def test_the_release_pipelines_stop_on_the_model_they_ship(name):
+    """stop_on: quantized takes the quantize section's scheme, group and calibration, so the
+    PrivLeak the stop rule saw is the one the gate measures; its target sits inside the gate's bound."""
+    from unlearnops.pipeline.config import PipelineConfig
+
+    config = PipelineConfig.load(Path(__file__).resolve().parents[1] / "pipelines" / f"{name}.yaml")
+    settings = config.unlearn_config()
+    assert settings.stop_on == "quantized" and settings.stop_privleak < config.gate.max_abs_privleak
+    quantize = config.quantize
+    assert (settings.stop_scheme, settings.stop_group_size, settings.stop_calibration_samples) == (
+        quantize.scheme, quantize.group_size, quantize.num_calibration_samples,
+    )
+    own = config.model_copy(update={"unlearn": {**config.unlearn, "stop_scheme": "rtn-w4a16"}})
+    assert own.unlearn_config().stop_scheme == "rtn-w4a16"  # a pipeline may name its own

@@ -8,11 +8,13 @@ it looks for a LoggedModel, fails, and leaves an empty registered model behind (
 
 Tags on every version (one home: the TAG_* constants and `version_tags`, the one builder):
   unlearnops.request_ids        JSON list, cumulative over the lineage (source's ids + this one)
-  unlearnops.request.<id>       JSON {"corpus_sha256", "location"}: the content hash of the request's
-                                validated data and where a workspace keeps it (workspace-relative),
-                                meaningful in a shared registry
+  unlearnops.request.<id>       JSON {"corpus_sha256", "location", "policy"}: the content hash of the
+                                request's validated data, where a workspace keeps it (workspace-
+                                relative, meaningful in a shared registry) and the gate policy it was
+                                accepted with (its hash is in the signed registration record)
   unlearnops.source_version     "NAME/VERSION" of the model that was unlearned
   unlearnops.gate               "passed" / "failed"; unlearnops.metric.<key> the gated metrics
+  unlearnops.gate_skipped       JSON list of the checks that passed unmeasured (the policy's may_skip)
   unlearnops.model_sha256       fileio.sha256_tree of the quantized directory (checked on download)
   unlearnops.fp_model_sha256    the same for the run's `fp_model/` artifact: the merged full-precision
                                 weights a later request unlearns from
@@ -58,6 +60,7 @@ TAG_REQUEST_IDS = "unlearnops.request_ids"
 TAG_REQUEST_PREFIX = "unlearnops.request."
 TAG_SOURCE_VERSION = "unlearnops.source_version"
 TAG_GATE = "unlearnops.gate"
+TAG_GATE_SKIPPED = "unlearnops.gate_skipped"
 TAG_METRIC_PREFIX = "unlearnops.metric."
 TAG_MODEL_SHA = "unlearnops.model_sha256"
 TAG_FP_SHA = "unlearnops.fp_model_sha256"

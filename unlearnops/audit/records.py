@@ -42,6 +42,8 @@ VERSION_REGISTERED = "version.registered"
 ALIAS_MOVED = "alias.moved"
 DEPLOYMENT_STARTED = "deployment.started"
 DEPLOYMENT_STOPPED = "deployment.stopped"
+ENDPOINT_VERIFIED = "endpoint.verified"  # unlearnops verify-endpoint: the live endpoint measured as registered
+ENDPOINT_MISMATCH = "endpoint.mismatch"  # ... or not (the record names the failed checks)
 
 # The one list of events: name -> the fields every record of it must carry (others are allowed).
 # status/show link records through these ids; decisions (serve, promote, register) read the
@@ -61,6 +63,8 @@ EVENTS: dict[str, tuple[str, ...]] = {
     ALIAS_MOVED: ("name", "alias", "version"),
     DEPLOYMENT_STARTED: ("deployment_id", "name", "version"),
     DEPLOYMENT_STOPPED: ("deployment_id",),
+    ENDPOINT_VERIFIED: ("deployment_id", "name", "version", "verification_sha256"),
+    ENDPOINT_MISMATCH: ("deployment_id", "name", "version", "verification_sha256"),
 }
 
 RECORD_KEYS = frozenset({"seq", "timestamp", "event", "fields", "prev", "hash", "sig"})
@@ -68,9 +72,9 @@ _FIELD_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
 _BOOL_FIELDS = frozenset({"passed", "gate_passed", "api_key_required"})
-_INT_FIELDS = frozenset({"previous_version", "replaces_size", "port", "exit_code"})
+_INT_FIELDS = frozenset({"previous_version", "replaces_size", "port", "exit_code", "requests"})
 _TIME_FIELDS = frozenset({"deadline", "received_at"})
-_LIST_FIELDS = frozenset({"request_ids", "request_data", "data_files", "fields"})
+_LIST_FIELDS = frozenset({"request_ids", "request_data", "request_policies", "data_files", "fields", "failed_checks", "skipped_checks"})
 
 
 class RecordError(Exception):

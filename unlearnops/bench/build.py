@@ -63,12 +63,13 @@ TRAINING_SPLITS = {"target": ("forget", "retain"), "retrain": ("retain",)}
 
 
 def build_bench(out: Path | str, *, seed: int = 0, size: str = "default", show_progress: bool = True,
-                source: Path | str | None = None) -> dict:
+                source: Path | str | None = None, parallel: bool | None = None) -> dict:
     """Write out/corpus (MUSE layout), out/target, out/retrain (HF dirs) and out/bench.json; return the manifest.
 
     `source`: a MUSE-layout corpus (e.g. ../shared/muse-news) to cut the corpus from instead of
     the synthetic generator (bench/muse.py). The directory appears complete or not at all (built
-    in a temporary sibling, then renamed).
+    in a temporary sibling, then renamed). `parallel`: train the two models at the same time
+    (default: when there are 2+ cores); the bytes are the same either way.
     """
     corpus_size = synthetic.size_of(size)
     spec = MODEL_SPECS[size]
@@ -88,14 +89,14 @@ def build_bench(out: Path | str, *, seed: int = 0, size: str = "default", show_p
             from .tokenizer import train_tokenizer
 
             tokenizer = train_tokenizer([text for texts in corpus.raw.values() for text in texts], spec.shape.vocab)
-        training = {}
-        for model_name, splits in TRAINING_SPLITS.items():
-            with _timed(timings, f"train_{model_name}"):
-                documents = [text for split in splits for text in corpus.raw[split]]
-                training[model_name] = _train_one(documents, tokenizer, spec, seed, tmp / model_name, show_progress)
+        training, training_wall = _train(corpus, tokenizer, spec, seed, tmp, show_progress, parallel)
+        for model_name, summary in training.items():
+            timings["timings_s"][f"train_{model_name}"] = summary.pop("wall_s")
+            timings["cpu_s"][f"train_{model_name}"] = summary.pop("cpu_s")
         with _timed(timings, "evaluate"):
             metrics = _evaluate(tmp, show_progress)
         manifest = _manifest(tmp, seed, size, corpus_size, spec, training, metrics, timings, source)
+        manifest["training_wall_s"] = round(training_wall, 2)  # both models: the longest of the two when in parallel
         # Written last: ensure_bench treats a directory without it as incomplete.
         write_json(tmp / MANIFEST, manifest)
     return manifest
@@ -105,6 +106,12 @@ def ensure_bench(workspace: Workspace, size: str = "default") -> Path:
     """The workspace's bench of this size, built (seed 0) if it is absent or incomplete."""
     from filelock import FileLock
 
+    if size not in SIZES:  # a pretrained base's bench (bench build --base): built by its own command, never here
+        if is_complete(workspace.bench_dir(size)):
+            return workspace.bench_dir(size)
+        if "-" in size:  # base names (smollm2-135m) have a dash, sizes do not
+            raise UnlearnopsError(f"bench {size}: not built at {workspace.bench_dir(size)}; build it first: unlearnops bench build "
+                                  f"--base {size} --source MUSE_DIR (e.g. ../shared/muse-news; tens of minutes on 2 CPU cores)")
     synthetic.size_of(size)
     out = workspace.bench_dir(size)
     # Two commands starting at once (e.g. a pipeline and a test run) build it once, not twice.
@@ -129,21 +136,19 @@ def is_complete(bench: Path) -> bool:
     return all((bench / part).exists() for part in LAYOUT)
 
 
-def _train_one(documents: list[str], tokenizer, spec: ModelSpec, seed: int, out: Path, show_progress: bool) -> dict:
-    from .train import build_model, encode, save_model, set_threads, train
+def _train(corpus, tokenizer, spec: ModelSpec, seed: int, out: Path, show_progress: bool,
+           parallel: bool | None) -> tuple[dict[str, dict], float]:
+    """Train target and retrain (independent: at the same time when there are cores for it); (summaries, wall s)."""
+    from .train import TrainJob, encode, train_models
 
-    set_threads()
-    model = build_model(spec.shape, tokenizer, seed)
-    sequences = encode(documents, tokenizer)
-    longest = max(len(ids) for ids in sequences)
+    jobs = [TrainJob(name, [text for split in splits for text in corpus.raw[split]], out / name)
+            for name, splits in TRAINING_SPLITS.items()]
+    longest = max(len(ids) for job in jobs for ids in encode(job.documents, tokenizer))
     if longest > spec.shape.max_positions:
         raise UnlearnopsError(f"bench: a training document has {longest} tokens, over max_positions {spec.shape.max_positions}")
-    epoch_losses = train(model, sequences, spec.recipe, pad_id=tokenizer.pad_token_id, seed=seed,
-                         description=f"train {out.name}", show_progress=show_progress)
-    save_model(model, tokenizer, out)
-    return {"documents": len(documents), "tokens": sum(map(len, sequences)),
-            "parameters": sum(p.numel() for p in model.parameters()),
-            "first_epoch_loss": round(epoch_losses[0], 4), "final_loss": round(epoch_losses[-1], 4)}
+    wall = time.perf_counter()
+    training = train_models(jobs, tokenizer, spec.shape, spec.recipe, seed, show_progress=show_progress, parallel=parallel)
+    return training, time.perf_counter() - wall
 
 
 def _evaluate(bench: Path, show_progress: bool) -> dict:

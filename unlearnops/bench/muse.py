@@ -46,9 +46,9 @@ def cut(text: str, words: int) -> str:
     return " ".join(text.split()[:words])
 
 
-def subset(source: Path | str, seed: int = 0, size: str = "default") -> Corpus:
-    """The bench corpus in memory: a pure function of the source files, seed and size."""
-    shape = SIZES[size]
+def subset(source: Path | str, seed: int = 0, size: str | MuseSize = "default") -> Corpus:
+    """The bench corpus in memory: a pure function of the source files, seed and size (a name in SIZES or a MuseSize)."""
+    shape = size if isinstance(size, MuseSize) else SIZES[size]
     muse = Corpus.load(source)
     muse.require(*SOURCE_FILES)
     rng = random.Random(f"unlearnops-bench-muse:{seed}")
@@ -70,7 +70,7 @@ def subset(source: Path | str, seed: int = 0, size: str = "default") -> Corpus:
     )
 
 
-def write_corpus(source: Path | str, out: Path | str, seed: int = 0, size: str = "default") -> Corpus:
+def write_corpus(source: Path | str, out: Path | str, seed: int = 0, size: str | MuseSize = "default") -> Corpus:
     """Write the subset in MUSE's layout under `out` and return it."""
     corpus = subset(source, seed, size)
     corpus.write(out)

@@ -1,12 +1,24 @@
-"""Train a small Llama from a config on a list of documents, deterministically, on CPU."""
+"""Train a small Llama from a config on a list of documents, deterministically, on CPU.
+
+`train_models` trains the bench's independent models (target, retrain) at the same time, one
+process and one thread each, when the machine has the cores for it: the same bytes as one
+after the other (tested), in the time of the longest.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import random
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .. import progress
 
@@ -40,6 +52,129 @@ def set_threads() -> None:
     threads = os.environ.get("OMP_NUM_THREADS", "")
     if threads.isdigit() and int(threads) > 0:
         torch.set_num_threads(int(threads))
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """One bench model: what it learns and where it is saved."""
+
+    name: str
+    documents: list[str]
+    out: Path
+
+
+def train_models(jobs: Sequence[TrainJob], tokenizer, shape: ModelShape, recipe: TrainRecipe, seed: int, *,
+                 show_progress: bool = True, parallel: bool | None = None) -> dict[str, dict]:
+    """Train and save every job's model; per job name (in `jobs` order) its summary, with its own
+    `wall_s` and `cpu_s`.
+
+    Every model trains on one thread, so a model's bytes do not depend on where or beside what it
+    trained. With `parallel` (default: when this process may use 2+ cores) the largest job trains
+    in this process, with the progress bar, and the others each in a process of their own at the
+    same time (a fresh interpreter: nothing inherited from this one's thread pools); `cpu_s` of
+    such a job counts its whole process, imports included.
+    """
+    if parallel is None:
+        parallel = len(os.sched_getaffinity(0)) >= 2
+    if not parallel or len(jobs) < 2:
+        return {job.name: train_and_save(job, tokenizer, shape, recipe, seed, show_progress=show_progress) for job in jobs}
+    here, *elsewhere = sorted(jobs, key=lambda job: -sum(len(document) for document in job.documents))
+    workers = [_Worker.start(job, tokenizer, shape, recipe, seed) for job in elsewhere]
+    try:
+        alongside = ", ".join(job.name for job in elsewhere)
+        results = {here.name: train_and_save(here, tokenizer, shape, recipe, seed, show_progress=show_progress,
+                                             description=f"train {here.name} ({alongside} alongside)")}
+        for worker in workers:
+            results[worker.job.name] = worker.result()
+    finally:
+        for worker in workers:  # after an error here, a model still training is not waited for
+            worker.stop()
+    return {job.name: results[job.name] for job in jobs}
+
+
+def train_and_save(job: TrainJob, tokenizer, shape: ModelShape, recipe: TrainRecipe, seed: int, *,
+                   show_progress: bool = False, description: str | None = None) -> dict:
+    """Build, train (one thread) and save one model; its training summary and timings."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    with _one_thread():
+        model = build_model(shape, tokenizer, seed)
+        sequences = encode(job.documents, tokenizer)
+        epoch_losses = train(model, sequences, recipe, pad_id=tokenizer.pad_token_id, seed=seed,
+                             description=description or f"train {job.name}", show_progress=show_progress)
+    save_model(model, tokenizer, job.out)
+    return {"documents": len(job.documents), "tokens": sum(map(len, sequences)),
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "first_epoch_loss": round(epoch_losses[0], 4), "final_loss": round(epoch_losses[-1], 4),
+            "wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu}
+
+
+@dataclass
+class _Worker:
+    """A fresh interpreter training one job. Not multiprocessing: its spawn re-runs the caller's
+    main script in the child, so a script calling build_bench without a `__main__` guard would
+    run twice (and fail). The job goes in and the summary comes out as pickles in `scratch`."""
+
+    job: TrainJob
+    process: subprocess.Popen
+    scratch: Path
+
+    @classmethod
+    def start(cls, job: TrainJob, *arguments: Any) -> _Worker:
+        import pickle
+        import tempfile
+
+        scratch = Path(tempfile.mkdtemp(prefix=f"unlearnops-train-{job.name}-"))
+        (scratch / "job.pkl").write_bytes(pickle.dumps((job, *arguments)))
+        code = "import sys; from unlearnops.bench.train import _train_in_own_process; _train_in_own_process(sys.argv[1])"
+        # The same unlearnops as this process's, whatever the caller's sys.path was made of.
+        root = str(Path(__file__).resolve().parents[2])
+        environment = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+        with open(scratch / "stderr.txt", "wb") as stderr:  # read only if it fails: a pipe could fill and stall it
+            process = subprocess.Popen([sys.executable, "-c", code, str(scratch)], stdin=subprocess.DEVNULL,
+                                       stdout=subprocess.DEVNULL, stderr=stderr, env=environment)
+        return cls(job, process, scratch)
+
+    def result(self) -> dict:
+        import pickle
+
+        from ..errors import UnlearnopsError
+
+        code = self.process.wait()
+        answer = self.scratch / "answer.pkl"
+        if code != 0 or not answer.is_file():
+            lines = (self.scratch / "stderr.txt").read_text(errors="replace").strip().splitlines()
+            raise UnlearnopsError(f"bench: the process training the {self.job.name} model failed (exit code {code}): "
+                                  f"{lines[-1] if lines else 'no message; was it killed, or the machine out of memory?'}")
+        return pickle.loads(answer.read_bytes())
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait()
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def _train_in_own_process(scratch: str) -> None:
+    """The worker's side of _Worker: train the pickled job, pickle its summary."""
+    import pickle
+
+    job, *arguments = pickle.loads((Path(scratch) / "job.pkl").read_bytes())
+    summary = train_and_save(job, *arguments)
+    summary["cpu_s"] = time.process_time()  # the whole process: a fresh interpreter's imports belong to this model
+    (Path(scratch) / "answer.pkl").write_bytes(pickle.dumps(summary))
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """One torch thread while training, then the caller's setting back (a pipeline goes on after the bench)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def build_model(shape: ModelShape, tokenizer, seed: int):

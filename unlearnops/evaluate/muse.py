@@ -95,6 +95,15 @@ def text_id(text: str) -> str:
 
 
 # ---- one forward pass per text ----------------------------------------------------------------
+def membership_ids(tokenizer: Any, text: str, limit: int | None, *, index: int = 0) -> list[int]:
+    """A membership text's token ids as MUSE encodes it (special tokens, e.g. BOS), cut to the first
+    `limit` tokens; the one encoding the evaluator and the endpoint check (unlearnops.endpoint) score."""
+    ids = list(tokenizer(text, add_special_tokens=True).input_ids)[:limit]
+    if len(ids) < 2:
+        raise UnlearnopsError(f"text {index} ({text[:40]!r}): under 2 tokens, too short to score; remove it")
+    return ids
+
+
 def token_logprobs(
     model: Any,
     tokenizer: Any,
@@ -111,10 +120,7 @@ def token_logprobs(
     import torch
 
     limit = generation.context_length(model, tokenizer)
-    encoded = [list(tokenizer(text, add_special_tokens=True).input_ids)[:limit] for text in texts]
-    for index, ids in enumerate(encoded):
-        if len(ids) < 2:
-            raise UnlearnopsError(f"text {index} ({texts[index][:40]!r}): under 2 tokens, too short to score; remove it")
+    encoded = [membership_ids(tokenizer, text, limit, index=index) for index, text in enumerate(texts)]
     pad = generation.pad_token_id(tokenizer)
     order = sorted(range(len(encoded)), key=lambda index: len(encoded[index]))
     results: list[list[float]] = [[] for _ in encoded]

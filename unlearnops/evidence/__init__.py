@@ -43,6 +43,11 @@ from .tags import CHECKPOINT_TAG, FINGERPRINT_TAG, LOG_ID_TAG, PUBLIC_KEY_TAG, R
 ROLE_SOURCE, ROLE_UNLEARNED = "source", "unlearned"
 
 
+def policy_sha256(policy: dict) -> str:
+    """The hash a signed registration record keeps of a request's accepted gate policy."""
+    return sha256_bytes(canonical_json(policy))
+
+
 @dataclass(frozen=True)
 class Registration:
     """What a signed `version.registered` record says about a version: what decisions read."""
@@ -57,6 +62,7 @@ class Registration:
     role: str
     request_ids: list[str]
     request_data: dict[str, str]  # request id -> sha256 of its validated data snapshot
+    request_policies: dict[str, str]  # request id -> sha256 of the gate policy it was accepted with (canonical JSON)
     fp_model_sha256: str | None
     source_version: str | None
 
@@ -64,6 +70,7 @@ class Registration:
     def of(cls, record: dict) -> "Registration":
         fields = record["fields"]
         pairs = [str(item).partition("=") for item in fields.get("request_data") or ()]
+        policies = [str(item).partition("=") for item in fields.get("request_policies") or ()]
         return cls(
             name=str(fields["name"]),
             version=str(fields["version"]),
@@ -75,6 +82,7 @@ class Registration:
             role=str(fields["role"]),
             request_ids=sorted(audit.request_ids_of(fields)),
             request_data={request_id: digest for request_id, _, digest in pairs if digest},
+            request_policies={request_id: digest for request_id, _, digest in policies if digest},
             fp_model_sha256=fields.get("fp_model_sha256"),
             source_version=fields.get("source_version"),
         )
@@ -251,6 +259,7 @@ class Evidence:
         gate_passed: bool = True,
         request_ids: list[str] = (),
         request_data: dict[str, str] | None = None,
+        request_policies: dict[str, dict] | None = None,
         source_version: str | None = None,
         fp_model_sha256: str | None = None,
         metrics: dict[str, float] | None = None,
@@ -259,18 +268,23 @@ class Evidence:
     ) -> registry.RegisteredVersion:
         """Register the run's `model/` artifact with its signed record (idempotent on `run_key`).
 
-        `request_data` maps each request id to the sha256 of its validated data snapshot. `run_id`
-        may be a function that logs the model's run and returns its id: it is called after every
-        check, so a refused registration leaves no run behind either.
+        `request_data` maps each request id to the sha256 of its validated data snapshot;
+        `request_policies` each request id to the gate policy it was accepted with (the tag holds
+        the policy, the signed record its hash: a later gate re-checks the request under it).
+        `run_id` may be a function that logs the model's run and returns its id: it is called after
+        every check, so a refused registration leaves no run behind either.
         """
         request_ids = list(dict.fromkeys(request_ids))
         request_data = dict(request_data or {})
+        request_policies = dict(request_policies or {})
+        tag_records = {rid: {"corpus_sha256": digest, "location": f"data/{digest}"} for rid, digest in request_data.items()}
+        for rid, policy in request_policies.items():
+            tag_records.setdefault(rid, {})["policy"] = policy
         records = self.verified_records(action="register")
         self._check_requests_validated(request_ids, records)
         tags = registry.version_tags(
             role=role, model_sha256=model_sha256, gate_passed=gate_passed, request_ids=request_ids,
-            request_data={rid: {"corpus_sha256": digest, "location": f"data/{digest}"} for rid, digest in request_data.items()},
-            source_version=source_version, fp_model_sha256=fp_model_sha256, metrics=metrics, extra=extra_tags,
+            request_data=tag_records, source_version=source_version, fp_model_sha256=fp_model_sha256, metrics=metrics, extra=extra_tags,
         )
 
         def registered_fields(number: int, run: str) -> dict[str, Any]:
@@ -278,6 +292,7 @@ class Evidence:
                 name=name, version=number, run_id=run, run_key=run_key, model_sha256=model_sha256, gate_passed=gate_passed,
                 gate_report_sha256=gate_report_sha256, role=role, request_ids=request_ids,
                 request_data=[f"{rid}={digest}" for rid, digest in sorted(request_data.items())],
+                request_policies=[f"{rid}={policy_sha256(policy)}" for rid, policy in sorted(request_policies.items())],
                 source_version=source_version, fp_model_sha256=fp_model_sha256,
             )
 
@@ -491,6 +506,32 @@ class Evidence:
         """(request id, forget corpus, problem) for every request a version's signed record claims."""
         _, registration = self.resolve(ref)
         return [(rid, taken.corpus if taken else None, problem) for rid, taken, problem in self.validated_data(registration)]
+
+    def accepted_policies(self, registration: Registration) -> dict[str, tuple[dict | None, str | None]]:
+        """request id -> (its registry record holding the policy it was accepted with, problem).
+
+        The policy is read from the version's tag and used only if its hash is the one the signed
+        record holds: an edited or removed policy is a problem (the gate fails that request), never
+        a looser bound. A request registered without a policy hash has (None, None).
+        """
+        version = registry.resolve(f"{registration.name}/{registration.version}", tracking_uri=self.tracking_uri)
+        tags = version.request_records()
+        found = {}
+        for request_id in registration.request_ids:
+            signed = registration.request_policies.get(request_id)
+            record = tags.get(request_id)
+            policy = (record or {}).get("policy")
+            if signed is None:
+                found[request_id] = (None, None)
+            elif policy is None or policy_sha256(policy) != signed:
+                found[request_id] = (None, (
+                    f"request {request_id}: the policy it was accepted with is {'missing from' if policy is None else 'changed in'} "
+                    f"the registry (models:/{registration.name}/{registration.version}, tag {registry.request_tag(request_id)}); "
+                    "its signed registration record holds another hash"
+                ))
+            else:
+                found[request_id] = (record, None)
+        return found
 
     def validated_data(self, registration: Registration) -> list[tuple[str, Any, str | None]]:
         """(request id, its validated data snapshot, problem) for every request a registration claims.

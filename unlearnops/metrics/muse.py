@@ -35,7 +35,13 @@ register(Metric(
 ))
 register(Metric(
     key="privleak", label="PrivLeak", name="PrivLeak", description="membership leak of the forget set against the holdout",
-    needs=("privleak/forget", "privleak/holdout"), compute=muse.privleak_metric, better="zero", reading="0 ideal; < 0 still leaks",
-    bound=Bound("max_abs_privleak", "abs_max", 100.0, "Upper bound on |PrivLeak| of the quantized model.", high=None,
-                unmeasured="no retrain AUC, PrivLeak not computed"),
+    needs=("privleak/forget", "privleak/holdout"), compute=muse.privleak_metric, better="zero",
+    reading="0 ideal; < 0 still leaks, > 0 over-unlearned",
+    bound=Bound(
+        "max_abs_privleak", "abs_max", 50.0, "Upper bound on |PrivLeak| of the quantized model, both directions.", high=None,
+        unmeasured="no retrain AUC, PrivLeak not computed",
+        sides=("under-unlearning (the forget texts are still told apart from never-seen text: membership leaks)",
+               "over-unlearning (the forget texts look less familiar than never-seen text: they stand out)"),
+    ),
+    quantization_gap=True, per_epoch=True, stop_setting="stop_privleak",
 ))

@@ -68,6 +68,8 @@ class Bound:
     # The check's detail when the quantized value is missing; the check is then skipped. None:
     # a missing value FAILS the check (forgetting that was not measured cannot be shown).
     unmeasured: str | None = None
+    # abs_max: what a value below / above 0 means, for reports naming the side a failure is on.
+    sides: tuple[str, str] | None = None
 
     @property
     def direction(self) -> Literal["max", "min"]:
@@ -86,10 +88,11 @@ class Metric:
     reading: str  # how to read a value, for tables: "lower = forgotten"
     scale: str = "0-100"
     bound: Bound | None = None  # gated on the quantized model
-    quantization_gap: bool = False  # gated: quantized - full precision <= the policy's max_quant_gap
+    # gated: quantized - full precision <= the policy's max_quant_gap (an abs_max bound: |quantized| - |full precision|)
+    quantization_gap: bool = False
     inherited: bool = False  # gated: with the same bound on the forget set of every request a model inherits
-    per_epoch: bool = False  # measurable after each unlearning epoch (needs no reference model)
-    stop_setting: str | None = None  # the UnlearnConfig field that makes it a stop target (at or below)
+    per_epoch: bool = False  # measurable after each unlearning epoch (needs no reference model; PrivLeak needs a reference AUC)
+    stop_setting: str | None = None  # the UnlearnConfig field that makes it a stop target (at or below; better "zero": |value| at or below)
 
     @property
     def check(self) -> str:
@@ -116,10 +119,12 @@ def register(metric: Metric) -> Metric:
 
 def _check(metric: Metric) -> None:
     problems = []
-    if metric.stop_setting and not (metric.per_epoch and metric.better == "lower"):
-        problems.append("a stop target needs a per-epoch metric that is lower when forgotten")
-    if (metric.quantization_gap or metric.inherited) and not (metric.bound and metric.bound.kind == "max" and metric.better == "lower"):
-        problems.append("the quantization gap and inherited re-checks apply to a forgetting bound (kind 'max', lower is better)")
+    if metric.stop_setting and not (metric.per_epoch and metric.better in ("lower", "zero")):
+        problems.append("a stop target needs a per-epoch metric that is lower when forgotten, or ideally zero")
+    if metric.quantization_gap and not (metric.bound and metric.bound.kind in ("max", "abs_max") and metric.better in ("lower", "zero")):
+        problems.append("the quantization gap applies to a forgetting bound (kind 'max', lower is better) or a two-sided one ('abs_max', zero is best)")
+    if metric.inherited and not (metric.bound and metric.bound.kind == "max" and metric.better == "lower"):
+        problems.append("inherited re-checks apply to a forgetting bound (kind 'max', lower is better)")
     thresholds = {m.bound.threshold for m in METRICS.values() if m.bound}
     if metric.bound and metric.bound.threshold in thresholds:
         problems.append(f"threshold '{metric.bound.threshold}' is another metric's")

@@ -40,7 +40,7 @@ class ValidateSettings(_Section):
 
 class QuantizeSettings(_Section):
     scheme: str = Field("gptq-w4a16", description="A name in unlearnops.quantize.SCHEMES.")
-    group_size: int = Field(128, ge=1)
+    group_size: int | None = Field(None, ge=1, description="None: the largest of 128/64/32 dividing every quantized width.")
     num_calibration_samples: int = Field(64, ge=1)
 
 
@@ -68,9 +68,17 @@ class PipelineConfig(_Section):
     registration: RegisterSettings = Field(RegisterSettings(), alias="register")
 
     def unlearn_config(self):
+        """The unlearn section; with `stop_on: quantized` the stop rule measures a copy quantized as
+        the quantize section says (scheme, group size, calibration texts: the model that ships),
+        unless the unlearn section names its own."""
         from ..unlearn import config_from
 
-        return config_from(self.unlearn, source="pipeline unlearn")
+        settings = dict(self.unlearn)
+        if settings.get("stop_on") == "quantized":
+            settings.setdefault("stop_scheme", self.quantize.scheme)
+            settings.setdefault("stop_group_size", self.quantize.group_size)
+            settings.setdefault("stop_calibration_samples", self.quantize.num_calibration_samples)
+        return config_from(settings, source="pipeline unlearn")
 
     @classmethod
     def load(cls, path: Path | str | None) -> "PipelineConfig":

@@ -24,7 +24,8 @@ from .stages import StageResult
 
 RESULT = "metrics.json"
 # Besides the registered metrics, the keys of an evaluation the stage record keeps (metrics.json keeps everything).
-ALSO_RECORDED = ("auc", "precision")
+# retrain_auc and counts: PrivLeak's reference and sample sizes, which the gate report shows.
+ALSO_RECORDED = ("auc", "retrain_auc", "counts", "precision")
 
 
 def evaluate_all(ctx: RunContext, registration, source_dir: StageResult, unlearned: StageResult, quantized: StageResult,

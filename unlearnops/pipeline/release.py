@@ -63,6 +63,7 @@ def register(ctx: RunContext, request, data: RequestData, source, registration, 
         if existing is None:
             ctx.tracker.log(ctx.run_id, artifacts=[quantized.path / "out"], artifact_path=registry.MODEL_ARTIFACT)
             ctx.tracker.log(ctx.run_id, artifacts=[unlearned.path / "out" / "model"], artifact_path=registry.FULL_PRECISION_ARTIFACT)
+        report = gate.record["report"]
         inherited = registration.request_ids if registration is not None else []
         request_data = dict(registration.request_data) if registration is not None else {}
         request_data[request.request_id] = data.corpus_sha256
@@ -71,6 +72,7 @@ def register(ctx: RunContext, request, data: RequestData, source, registration, 
             name=name, run_id=run_id, run_key=gate.key, model_sha256=quantized.record["model_sha256"],
             gate_report_sha256=sha256_file(gate.path / "out" / GATE_REPORT),
             request_ids=[*inherited, request.request_id], request_data=request_data,
+            request_policies=_accepted_policies(ctx, registration, request.request_id, report),
             # A local source directory is named by its content: its path means nothing on another
             # machine (and may be longer than an audit field).
             source_version=f"{source.name}/{source.version}" if source else f"local:{source_dir.record['model_sha256']}",
@@ -78,6 +80,7 @@ def register(ctx: RunContext, request, data: RequestData, source, registration, 
             extra_tags={
                 registry.TAG_QUANT_SCHEME: ctx.config.quantize.scheme,
                 registry.TAG_METHOD: f"{settings.method}+{settings.regularizer}/{settings.mode}",
+                registry.TAG_GATE_SKIPPED: json.dumps(report.get("skipped", [])),
                 "unlearnops.settings": json.dumps(settings.model_dump(), sort_keys=True)[:4000],
                 "unlearnops.pipeline": ctx.config.name,
                 "unlearnops.run_id": ctx.run_id,
@@ -87,6 +90,20 @@ def register(ctx: RunContext, request, data: RequestData, source, registration, 
         step.cached = existing is not None
         step.params = {"name": name, "version": version.version, "run_key": gate.key}
     return version
+
+
+def _accepted_policies(ctx: RunContext, registration, request_id: str, report: dict) -> dict[str, dict]:
+    """request id -> the gate policy it was accepted with: this request's is the policy this gate
+    applied; each inherited request keeps its own (checked against the source's signed record)."""
+    from ..policy import Policy
+
+    policies = {}
+    if registration is not None:
+        for inherited_id, (record, _) in ctx.evidence.accepted_policies(registration).items():
+            if record is not None:
+                policies[inherited_id] = record["policy"]
+    policies[request_id] = Policy.model_validate(report["policy"]).model_dump(mode="json")
+    return policies
 
 
 def _gated_metrics(metrics: dict[str, Any]) -> dict[str, float]:

@@ -3,10 +3,12 @@ the stage timings, and where the evidence is."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..metrics import inherited as inherited_metrics
+from ..registry import TAG_GATE_SKIPPED
 from .context import RunContext
 from .runner import StageTiming
 
@@ -36,6 +38,7 @@ def summarise(ctx: RunContext, request, version, report: dict, metrics: dict, re
     flat = flat_metrics(metrics)
     ctx.tracker.log(ctx.run_id, metrics={**flat, "gate.passed": float(passed)})
     ctx.tracker.client.set_tag(ctx.run_id, GATE_TAG, "passed" if passed else "failed")
+    ctx.tracker.client.set_tag(ctx.run_id, TAG_GATE_SKIPPED, json.dumps(report.get("skipped", [])))
     failures = [] if passed else [f"{c['name']}: {check_message(c)}" for c in report["checks"] if c["status"] == "failed"]
     return RunSummary(
         request.request_id, ctx.run_id, passed, version.to_dict() if version else None, report, flat, ctx.runner.timings,
@@ -59,7 +62,6 @@ def flat_metrics(metrics: dict) -> dict[str, float]:
 
 
 def check_message(check: dict) -> str:
-    if check["measured"] is None:
-        return f"not measured ({check['detail']})"
-    relation = ">" if check["direction"] == "max" else "<"
-    return f"measured {check['measured']:.4g} {relation} {check['direction']} {check['threshold']:.4g}"
+    from ..gate import check_from_dict
+
+    return check_from_dict(check).message()

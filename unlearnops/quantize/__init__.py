@@ -4,7 +4,8 @@ llm-compressor (RTN / GPTQ / AWQ W4A16, W8A16 -> compressed-tensors, served nati
 bitsandbytes (NF4 / FP4 / LLM.int8, the load-time quantization of Zhang et al. 2024).
 """
 
-from .core import linear_layers, quantize
+from .core import quantize
+from .groups import AUTO_GROUP_SIZES, group_size_for, linear_layers
 from .schemes import SCHEMES, Scheme, get_scheme
 
-__all__ = ["SCHEMES", "Scheme", "get_scheme", "linear_layers", "quantize"]
+__all__ = ["AUTO_GROUP_SIZES", "SCHEMES", "Scheme", "get_scheme", "group_size_for", "linear_layers", "quantize"]

@@ -12,6 +12,7 @@ from ..modeling import check_model_dir, is_quantized, precision_of, read_config
 from ..versions import library_versions
 from .calibration import CalibrationSet, resolve_calibration
 from .grid import weight_grid
+from .groups import linear_layers, resolve_group_size
 from .job import QuantizeJob
 from .schemes import Scheme, get_scheme
 
@@ -23,7 +24,7 @@ def quantize(
     scheme: str,
     out: Path | str,
     *,
-    group_size: int = 128,
+    group_size: int | None = None,
     calibration: str | Path | None = None,
     num_calibration_samples: int = 64,
     corpus: Path | str | None = None,
@@ -32,15 +33,17 @@ def quantize(
     """Quantize a full-precision HF model dir with `scheme` into `out` (HF dir + quantize.json).
 
     `calibration` is `CORPUS_DIR:split` or a JSON list-of-strings file; with none, calibrated
-    schemes use `corpus`'s retain split. Returns the quantize.json document.
+    schemes use `corpus`'s retain split. `group_size` None: the largest of 128/64/32 that divides
+    every quantized layer's input width (quantize/groups.py). Returns the quantize.json document.
     """
     spec = get_scheme(scheme)
     model_dir, out = Path(model_dir), Path(out)
     config = _check_source(model_dir, out)
     all_linears, output_embedding = linear_layers(model_dir)
     linears = {name: width for name, width in all_linears.items() if name != output_embedding}
+    requested = group_size
     if spec.grouped:
-        _check_group_size(linears, group_size)
+        group_size = resolve_group_size(sorted(set(linears.values())), group_size)
     calibration_set = _calibration_for(spec, scheme, calibration, corpus, num_calibration_samples)
     texts = calibration_set.texts[:num_calibration_samples] if calibration_set and spec.calibrated else ()
     source_sha256 = sha256_tree(model_dir)
@@ -61,6 +64,8 @@ def quantize(
             "precision": precision_of(read_config(tmp)),
             "bits": spec.bits,
             "group_size": spec.group_size(group_size),
+            # "auto": chosen from the model's widths; "given": the caller's; "library": the scheme fixes it.
+            "group_size_source": "library" if not spec.grouped else ("auto" if requested is None else "given"),
             "calibration": _calibration_record(calibration_set, len(texts)) if texts else None,
             "num_calibration_samples": len(texts),
             "quantized_layers": len(grid.layers),
@@ -77,33 +82,6 @@ def quantize(
     return manifest
 
 
-def linear_layers(model_dir: Path | str) -> tuple[dict[str, int], str]:
-    """Every Linear layer's input width, and the output embedding's name (lm_head: never quantized).
-
-    Read from the architecture on the meta device: names and shapes at no memory cost.
-    """
-    import torch
-
-    model = _meta_model(model_dir)
-    output = model.get_output_embeddings()
-    linears, output_name = {}, ""
-    for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Linear):
-            linears[name] = module.in_features
-        if module is output:
-            output_name = name
-    return linears, output_name
-
-
-def _meta_model(model_dir: Path | str):
-    from accelerate import init_empty_weights
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    config = AutoConfig.from_pretrained(model_dir, local_files_only=True)
-    with init_empty_weights():
-        return AutoModelForCausalLM.from_config(config)
-
-
 def _check_source(model_dir: Path, out: Path) -> dict:
     config = check_model_dir(model_dir)
     if is_quantized(config):
@@ -114,18 +92,6 @@ def _check_source(model_dir: Path, out: Path) -> dict:
     if target == source or source in target.parents or target in source.parents:
         raise UnlearnopsError(f"--out {out}: overlaps the source model directory {model_dir}; choose a separate --out")
     return config
-
-
-def _check_group_size(linears: dict[str, int], group_size: int) -> None:
-    if group_size < 1:
-        raise UnlearnopsError(f"--group-size: {group_size} must be a positive integer, e.g. 128")
-    misfits = sorted({width for width in linears.values() if width % group_size})
-    if misfits:
-        divisors = [size for size in (256, 128, 64, 32, 16) if all(width % size == 0 for width in linears.values())]
-        raise UnlearnopsError(
-            f"--group-size: {group_size} does not divide the input width of every linear layer (widths {misfits}); "
-            f"use one that does, e.g. {', '.join(map(str, divisors)) or 'a common divisor'}"
-        )
 
 
 def _calibration_for(spec: Scheme, scheme: str, calibration, corpus, samples: int) -> CalibrationSet | None:

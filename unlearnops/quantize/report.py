@@ -27,7 +27,7 @@ def quantize_report(
     schemes: Sequence[str],
     out: Path | str,
     *,
-    group_size: int = 128,
+    group_size: int | None = None,
     calibration: str | Path | None = None,
     num_calibration_samples: int = 64,
     retrain_auc: float | None = None,

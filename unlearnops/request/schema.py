@@ -52,7 +52,7 @@ class _Strict(BaseModel):
 class BenchSource(_Strict):
     """The embedded synthetic bench corpus (`unlearnops bench build`), built in the workspace if absent."""
 
-    bench: Literal["default", "tiny"] = Field(description="Bench size.")
+    bench: Literal["default", "tiny", "smollm2-135m"] = Field(description="Bench size, or a pretrained base's bench (bench build --base).")
 
 
 class CorpusSource(_Strict):

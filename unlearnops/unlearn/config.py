@@ -22,7 +22,7 @@ class UnlearnConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     method: str = Field("ga", description="Forget loss: ga (gradient ascent) or npo (negative preference optimisation).")
-    regularizer: str = Field("gdr", description="Retain loss: none, gdr (NLL on retain) or klr (KL to the reference on retain).")
+    regularizer: str = Field("klr", description="Retain loss: none, gdr (NLL on retain) or klr (KL to the reference on retain; measured to keep the most utility, docs/unlearn.md).")
     mode: Literal["lora", "full"] = Field("lora", description="lora: train adapters, then merge; full: train every weight.")
     lr: float | None = Field(None, gt=0, description="AdamW learning rate, constant; default 5e-4 (lora) / 3e-4 (full).")
     epochs: int = Field(24, ge=1, description="Cap on passes over the forget set; the stopping rule may end earlier.")
@@ -38,6 +38,7 @@ class UnlearnConfig(BaseModel):
     npo_beta: float = Field(0.01, gt=0, description="NPO's inverse temperature beta (paper: 0.1).")
     reg_weight: float = Field(8.0, ge=0, description="Weight of the retain loss (MUSE: 1).")
     weight_decay: float = Field(0.0, ge=0)
+    lr_calibration: bool = Field(True, description="Probe a few steps first and raise lr (x4, up to x64) until the forget loss moves (unlearn/calibration.py).")
     seed: int = 0
     include_qa: bool = Field(True, description="Add knowmem QA lines to the forget / retain streams (see docs/unlearn.md).")
     gradient_checkpointing: bool = False
@@ -45,12 +46,18 @@ class UnlearnConfig(BaseModel):
     stop_knowmem: float | None = Field(
         None, ge=0, le=100, description="Stop at the first epoch with KnowMem_f at or below this (MUSE's rule; default: the bench's retrain model)."
     )
+    stop_privleak: float | None = Field(
+        None,
+        ge=0,
+        description="Also require |PrivLeak| at or below this (0-100 scale, both directions) before stopping; the reference is the bench's retrain AUC (bench.json beside the corpus).",
+    )
     stop_on: Literal["full-precision", "quantized"] = Field(
         "full-precision",
         description="Which model the stopping evaluation measures: full-precision (the trained weights) or quantized (a copy quantized with stop_scheme: the model that ships).",
     )
     stop_scheme: str = Field("rtn-w4a16", description="Quantization scheme of the quantized stopping evaluation (the one the pipeline ships).")
-    stop_group_size: int = Field(128, ge=1, description="Group size of stop_scheme.")
+    stop_group_size: int | None = Field(None, ge=1, description="Group size of stop_scheme; default: chosen from the model as quantize does (largest of 128/64/32 dividing every width).")
+    stop_calibration_samples: int = Field(64, ge=1, description="Calibration texts (retain split) of a calibrated stop_scheme (GPTQ, AWQ).")
     # A simulation tool, not a training option: reproduces the 7B regime where RTN rounding erases
     # the update (unlearnops/rounding_cells.py). Full mode only.
     simulate_rounding_cells: int | None = Field(
@@ -61,7 +68,7 @@ class UnlearnConfig(BaseModel):
     eval_limit: int = Field(48, ge=0, description="Items per metric in the per-epoch evaluation; 0 turns it off (runs the epoch cap).")
     epoch_metrics: tuple[str, ...] = Field(
         ("knowmem_f", "knowmem_r"),
-        description="Metrics measured after each epoch (stop-target metrics are always added): per-epoch metrics of the registry (verbmem_f, knowmem_f, knowmem_r); verbmem_f's 128-token generations cost the most.",
+        description="Metrics measured after each epoch (stop-target metrics are always added): per-epoch metrics of the registry (verbmem_f, knowmem_f, knowmem_r, privleak on a bench corpus); verbmem_f's 128-token generations cost the most.",
     )
 
     @field_validator("method")

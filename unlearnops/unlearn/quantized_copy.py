@@ -19,13 +19,14 @@ from ..corpus import Corpus
 from ..rounding_cells import quantized_linears, rtn_codes
 
 
-def quantized_copy(model, tokenizer, corpus: Corpus, scheme: str, group_size: int) -> tuple[Any, Any]:
-    """(model, tokenizer) of `model`'s merged weights quantized with `scheme`."""
+def quantized_copy(model, tokenizer, corpus: Corpus, scheme: str, group_size: int, *, calibration_samples: int = 64) -> tuple[Any, Any]:
+    """(model, tokenizer) of `model`'s merged weights quantized with `scheme` (a calibrated scheme
+    on `calibration_samples` texts of the corpus's retain split, as `quantize` does)."""
     merged = _merged_copy(model)
     if scheme in IN_MEMORY:
         IN_MEMORY[scheme](merged, group_size)
         return merged, tokenizer
-    return _through_disk(merged, tokenizer, corpus, scheme, group_size)
+    return _through_disk(merged, tokenizer, corpus, scheme, group_size, calibration_samples)
 
 
 def _merged_copy(model):
@@ -47,7 +48,7 @@ def _rtn_w4a16(model, group_size: int) -> None:
 IN_MEMORY = {"rtn-w4a16": _rtn_w4a16}
 
 
-def _through_disk(merged, tokenizer, corpus: Corpus, scheme: str, group_size: int) -> tuple[Any, Any]:
+def _through_disk(merged, tokenizer, corpus: Corpus, scheme: str, group_size: int, calibration_samples: int) -> tuple[Any, Any]:
     from ..modeling import load_causal_lm
     from ..quantize import quantize
 
@@ -55,6 +56,6 @@ def _through_disk(merged, tokenizer, corpus: Corpus, scheme: str, group_size: in
         source, quantized = Path(scratch) / "model", Path(scratch) / "quantized"
         merged.save_pretrained(source)
         tokenizer.save_pretrained(source)
-        quantize(source, scheme, quantized, group_size=group_size, corpus=corpus.root, show_progress=False)
+        quantize(source, scheme, quantized, group_size=group_size, num_calibration_samples=calibration_samples, corpus=corpus.root, show_progress=False)
         loaded = load_causal_lm(quantized)
     return loaded.model, loaded.tokenizer

@@ -47,8 +47,11 @@ def unlearn(
     config = config or UnlearnConfig()
     model_dir, corpus_dir, out = Path(model_dir), Path(corpus_dir), Path(out)
     corpus = check_inputs(model_dir, corpus_dir, out, config)
+    config = with_group_sizes(model_dir, config)
     targets = stop_targets(config, corpus_dir)
-    metrics = epoch_metrics(corpus, config, targets)
+    leak_reference = privleak_reference(corpus_dir)
+    unmeasurable = _drop_unmeasurable(targets, leak_reference)
+    metrics = epoch_metrics(corpus, config, targets, leak_reference)
 
     # cpu=True on a machine without CUDA makes torchrun's processes one gloo process group.
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
@@ -58,7 +61,7 @@ def unlearn(
     forget = chunk_stream(split_texts(corpus, "forget", include_qa=config.include_qa), tokenizer, config.seq_len)
     retain = chunk_stream(split_texts(corpus, "retain", include_qa=config.include_qa), tokenizer, config.seq_len) if config.uses_retain else None
 
-    model, reference = build_model(loaded.model, config, device=accelerator.device)
+    model, reference_logits = build_model(loaded.model, config, device=accelerator.device)
     projector = rounding_cells(model, config)  # before the optimizer: it freezes unquantized params
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate, weight_decay=config.weight_decay)
     forget_loader = _loader(forget, config, offset=0)
@@ -67,9 +70,17 @@ def unlearn(
     ddp_model, optimizer, forget_loader = prepared[:3]
     retain_batches = _cycle(prepared[3]) if retain_loader else None
 
-    run = Training(accelerator, ddp_model, model, optimizer, forget_loader, retain_batches, reference, tokenizer, corpus, config, targets, metrics, projector)
+    run = Training(accelerator, ddp_model, model, optimizer, forget_loader, retain_batches, reference_logits, tokenizer, corpus, config, targets, metrics,
+                   projector, retrain_auc=leak_reference["auc"])
+    # The simulation imposes a regime at its own lr: nothing to calibrate there.
+    calibration = _calibrate(run, forget, retain, show_progress) if config.lr_calibration and projector is None else None
     history, stop = run_epochs(run, show_progress)
     record = _record(model_dir, corpus_dir, out, config, model, accelerator, targets, metrics, history, stop)
+    if calibration is not None:
+        record["resolved"].update(lr=calibration["chosen_lr"], lr_calibration=calibration)
+    record["stopping"]["privleak_reference"] = leak_reference
+    if unmeasurable:
+        record["stopping"]["unmeasurable_targets"] = unmeasurable
     if projector is not None:
         record["resolved"]["rounding_cells"] = {"group_size": config.simulate_rounding_cells, "pinned_fraction": round(projector.pinned_fraction(), 4)}
     record["data"] = _data_summary(corpus, config, forget, retain)
@@ -98,22 +109,19 @@ def check_inputs(model_dir: Path, corpus_dir: Path, out: Path, config: UnlearnCo
     for source, what in ((model_dir, "--model"), (corpus_dir, "--corpus")):
         if _overlaps(out, source):
             raise UnlearnopsError(f"--out {out}: overlaps {what} {source}, which writing OUT would replace; choose a separate directory")
-    _check_group_sizes(model_dir, config)
     return corpus
 
 
-def _check_group_sizes(model_dir: Path, config: UnlearnConfig) -> None:
-    """The RTN groups of the quantized stopping evaluation and of the simulation must tile every layer."""
-    sizes = {"stop_group_size": config.stop_group_size if config.stop_on == "quantized" else None, "simulate_rounding_cells": config.simulate_rounding_cells}
-    if not any(sizes.values()):
-        return
-    from ..quantize.core import linear_layers
+def with_group_sizes(model_dir: Path, config: UnlearnConfig) -> UnlearnConfig:
+    """The RTN groups of the quantized stopping evaluation and of the simulation must tile every layer
+    (quantize/groups.py, the one check); stop_group_size is chosen from the model when not given."""
+    from ..quantize.groups import group_size_for
 
-    linears, output = linear_layers(model_dir)
-    widths = sorted({width for name, width in linears.items() if name != output})
-    for field, size in sizes.items():
-        if size and any(width % size for width in widths):
-            raise UnlearnopsError(f"{field}: group size {size} does not divide every quantized layer's input width ({widths}); use a common divisor, e.g. 64")
+    if config.simulate_rounding_cells:
+        group_size_for(model_dir, config.simulate_rounding_cells, field="simulate_rounding_cells")
+    if config.stop_on != "quantized":
+        return config
+    return config.model_copy(update={"stop_group_size": group_size_for(model_dir, config.stop_group_size, field="stop_group_size")})
 
 
 def _overlaps(a: Path, b: Path) -> bool:
@@ -122,14 +130,15 @@ def _overlaps(a: Path, b: Path) -> bool:
 
 
 def stop_targets(config: UnlearnConfig, corpus_dir: Path) -> dict[str, dict[str, Any]]:
-    """Forgetting targets, metric -> {value, source}. MUSE's rule by default on a bench corpus:
-    KnowMem_f at or below the retrain model's (bench.json next to the corpus)."""
+    """Stopping targets, metric -> {value, source}. Without a forgetting target (VerbMem_f or
+    KnowMem_f), MUSE's rule on a bench corpus: KnowMem_f at or below the retrain model's
+    (bench.json next to the corpus). A PrivLeak target adds to the forgetting target, never replaces it."""
     targets = {
         metric: {"value": getattr(config, field), "source": f"config {field}"}
         for metric, field in metrics_registry.stop_settings().items()
         if getattr(config, field) is not None
     }
-    if not targets and config.eval_limit:
+    if not any(_forgetting(metric) for metric in targets) and config.eval_limit:
         from ..bench import MANIFEST, recorded_metrics
 
         retrain_knowmem = recorded_metrics(corpus_dir.parent, "retrain").get("knowmem_f")
@@ -139,9 +148,30 @@ def stop_targets(config: UnlearnConfig, corpus_dir: Path) -> dict[str, dict[str,
     return targets
 
 
-def epoch_metrics(corpus: Corpus, config: UnlearnConfig, targets: dict) -> tuple[str, ...]:
-    """The metrics measured after each epoch: the configured ones the corpus has files for, plus
-    every stop target's (none if eval_limit is 0)."""
+def privleak_reference(corpus_dir: Path) -> dict[str, Any]:
+    """PrivLeak's reference for the per-epoch measurement: the bench's retrain AUC, {auc: None} elsewhere."""
+    from ..bench import MANIFEST
+    from ..bench import privleak_reference as bench_reference
+
+    auc = bench_reference(corpus_dir)
+    if auc is not None and 0 < auc <= 1:
+        return {"auc": auc, "source": f"{corpus_dir.parent / MANIFEST} metrics.retrain.auc"}
+    return {"auc": None, "source": f"none: {corpus_dir} is not a bench corpus (no {MANIFEST} with a retrain AUC beside it)"}
+
+
+def _drop_unmeasurable(targets: dict, reference: dict) -> dict[str, str]:
+    """Remove a PrivLeak target that has no reference AUC; say why (train.json), rather than refuse:
+    a pipeline applies one stop_privleak to every request, and the release gate decides what an
+    unmeasured PrivLeak means (policy.may_skip)."""
+    if "privleak" in targets and reference["auc"] is None:
+        del targets["privleak"]
+        return {"privleak": f"not applied: no PrivLeak reference ({reference['source']})"}
+    return {}
+
+
+def epoch_metrics(corpus: Corpus, config: UnlearnConfig, targets: dict, reference: dict | None = None) -> tuple[str, ...]:
+    """The metrics measured after each epoch: the configured ones the corpus has files for (PrivLeak
+    only with a reference AUC), plus every stop target's (none if eval_limit is 0)."""
     if not config.eval_limit:
         if targets:
             raise UnlearnopsError("eval_limit: 0 turns off the per-epoch evaluation that the stop target needs; set it above 0 or drop the target")
@@ -151,7 +181,11 @@ def epoch_metrics(corpus: Corpus, config: UnlearnConfig, targets: dict) -> tuple
         if missing:
             raise UnlearnopsError(f"corpus {corpus.root}: missing {missing[0]}.json, which the {metric} stop target is measured on")
     wanted = set(config.epoch_metrics) | set(targets)
-    measurable = [metric for metric in metrics_registry.per_epoch() if all(corpus.has(need) for need in metric.needs)]
+    has_reference = bool(reference and reference.get("auc"))
+    measurable = [
+        metric for metric in metrics_registry.per_epoch()
+        if all(corpus.has(need) for need in metric.needs) and (metric.key != "privleak" or has_reference)
+    ]
     return tuple(metric.key for metric in measurable if metric.key in wanted)
 
 
@@ -227,6 +261,17 @@ def _cycle(loader):
         yield from loader
 
 
+def _calibrate(run, forget: Sequences, retain: Sequences | None, show_progress: bool) -> dict:
+    from .calibration import calibrate
+
+    calibration = calibrate(run, forget, retain, train_step)
+    tried = ", ".join(f"{probe['lr']:.2g} (+{probe['forget_loss_rise']:.3f})" for probe in calibration["probes"])
+    progress.note(f"lr calibration: forget-loss rise needed {calibration['rise_needed']:.3f} in {calibration['probe_steps']} steps; "
+                  f"tried {tried}; training at {calibration['chosen_lr']:.2g}",
+                  enabled=show_progress and run.accelerator.is_local_main_process)
+    return calibration
+
+
 # ---- the loop ---------------------------------------------------------------------------------
 @dataclass
 class Training:
@@ -246,6 +291,7 @@ class Training:
     targets: dict
     metrics: tuple[str, ...]
     projector: Any = None  # RoundingCellProjector when simulating the large-model regime
+    retrain_auc: float | None = None  # PrivLeak's reference, when the corpus sits in a bench
 
 
 def run_epochs(run: Training, show_progress: bool) -> tuple[list[dict], dict]:
@@ -268,6 +314,10 @@ def run_epochs(run: Training, show_progress: bool) -> tuple[list[dict], dict]:
             if met:
                 bar.update(total=steps_done)
                 return history, {"chosen_epoch": epoch, "reason": f"first epoch meeting the target: {why}", "target_met": True}
+            if overshot(entry["metrics"], run.targets):
+                bar.update(total=steps_done)
+                reason = f"over-unlearned: {why}; stopped, since more unlearning only raises PrivLeak further"
+                return history, {"chosen_epoch": epoch, "reason": reason, "target_met": False}
             if steps_done >= total:
                 break
     if steps_done >= total and len(history) < config.epochs:
@@ -339,32 +389,64 @@ def stopping_measure(run: Training) -> dict[str, float]:
     stop_scheme, i.e. the model that will ship."""
     config = run.config
     if config.stop_on == "full-precision":
-        return measure(run.model, run.tokenizer, run.corpus, run.metrics, config.eval_limit)
+        return measure(run.model, run.tokenizer, run.corpus, run.metrics, config.eval_limit, retrain_auc=run.retrain_auc)
     from .quantized_copy import quantized_copy
 
-    model, tokenizer = quantized_copy(run.model, run.tokenizer, run.corpus, config.stop_scheme, config.stop_group_size)
-    return measure(model, tokenizer, run.corpus, run.metrics, config.eval_limit)
+    model, tokenizer = quantized_copy(
+        run.model, run.tokenizer, run.corpus, config.stop_scheme, config.stop_group_size, calibration_samples=config.stop_calibration_samples
+    )
+    return measure(model, tokenizer, run.corpus, run.metrics, config.eval_limit, retrain_auc=run.retrain_auc)
 
 
-def measure(model, tokenizer, corpus: Corpus, metrics: tuple[str, ...], limit: int) -> dict[str, float]:
-    """One model's scores on the first `limit` items of each metric's file."""
+def measure(model, tokenizer, corpus: Corpus, metrics: tuple[str, ...], limit: int, *, retrain_auc: float | None = None) -> dict[str, float]:
+    """One model's scores on the first `limit` items of each metric's file (PrivLeak also gives its AUC)."""
     from ..evaluate import evaluate_loaded
 
     was_training = model.training
     model.eval()
     try:
-        scores = evaluate_loaded(model, tokenizer, corpus, limit=limit, metrics=metrics)
+        scores = evaluate_loaded(model, tokenizer, corpus, limit=limit, metrics=metrics, retrain_auc=retrain_auc)
     finally:
         model.train(was_training)
-    return {metric: round(float(scores[metric]), 3) for metric in metrics}
+    measured = {metric: round(float(scores[metric]), 3) for metric in metrics}
+    if "privleak" in metrics:
+        measured["privleak_auc"] = round(float(scores["auc"]), 4)
+    return measured
+
+
+def _forgetting(metric: str) -> bool:
+    """A forgetting target (at or below); otherwise a two-sided one (PrivLeak: |value| at or below)."""
+    return metrics_registry.get(metric).better == "lower"
+
+
+def target_met(metric: str, score: float, value: float) -> bool:
+    """Forgetting metrics must be at or below their target; PrivLeak within +-target (MUSE reads
+    both signs: below 0 the forget texts still leak membership, above 0 over-unlearning)."""
+    return score <= value if _forgetting(metric) else abs(score) <= value
+
+
+def overshot(scores: dict[str, float], targets: dict[str, dict]) -> bool:
+    """The forgetting targets are met and PrivLeak went past +target in one epoch (it rises as the
+    forget texts' likelihood falls: measured on the bench, docs/unlearn.md): stop rather than go on
+    over-unlearning until the epoch cap."""
+    if "privleak" not in targets or not scores:
+        return False
+    forgetting = all(target_met(metric, scores[metric], target["value"]) for metric, target in targets.items() if _forgetting(metric))
+    return forgetting and scores["privleak"] > targets["privleak"]["value"]
 
 
 def targets_met(scores: dict[str, float], targets: dict[str, dict]) -> tuple[bool, str]:
-    """All targets met (at or below), and a sentence saying how each compares."""
+    """All targets met, and a sentence saying how each compares."""
     if not targets or not scores:
         return False, ""
-    parts = [f"{metric} {scores[metric]:.1f} {'<=' if scores[metric] <= target['value'] else '>'} {target['value']:.1f}" for metric, target in targets.items()]
-    return all(scores[metric] <= target["value"] for metric, target in targets.items()), ", ".join(parts)
+    parts = []
+    for metric, target in targets.items():
+        met, score, value = target_met(metric, scores[metric], target["value"]), scores[metric], target["value"]
+        if _forgetting(metric):
+            parts.append(f"{metric} {score:.1f} {'<=' if met else '>'} {value:.1f}")
+        else:
+            parts.append(f"{metric} {score:+.1f} {'within' if met else 'outside'} +-{value:.1f}")
+    return all(target_met(metric, scores[metric], target["value"]) for metric, target in targets.items()), ", ".join(parts)
 
 
 # ---- outputs ----------------------------------------------------------------------------------
