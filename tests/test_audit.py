@@ -252,6 +252,40 @@ def test_status_reports_live_satisfied_pending_once_and_closed(tmp_path):
     assert closed["closed"] == [{"request_id": "req-2", "reason": "runs failed: model withdrawn", "closed": closed["closed"][0]["closed"]}]
 
 
+def test_a_superseded_request_is_not_satisfied_by_a_version_measured_on_its_old_content(tmp_path):
+    """`run --supersede` replaces a request's content (say, a forget set extended): the live version,
+    registered and measured on the old content's data, no longer satisfies it, and neither does a
+    later version that only inherited the old content's claim; a version registered on data
+    validated for the new content does."""
+    old, new = "1" * 64, "2" * 64
+    log = AuditLog(tmp_path / "audit.jsonl")
+    log.append(audit.REQUEST_RECEIVED, request_id="req-1", request_content_sha256=old, deadline="2026-12-01T00:00:00Z")
+    log.append(audit.REQUEST_VALIDATED, request_id="req-1", request_content_sha256=old, data_sha256="d" * 64)
+    log.append(audit.VERSION_REGISTERED, name="news", version=1, request_ids=["req-1"], request_data=["req-1=" + "d" * 64],
+               model_sha256="c" * 64, gate_passed=True, role="unlearned")
+    log.append(audit.DEPLOYMENT_STARTED, deployment_id="dep-1", name="news", version="1", request_ids=["req-1"])
+    assert log.status()["satisfied"] == ["req-1"]
+    log.append(audit.REQUEST_SUPERSEDED, request_id="req-1", previous_content_sha256=old, request_content_sha256=new)
+    log.append(audit.REQUEST_RECEIVED, request_id="req-1", request_content_sha256=new, deadline="2026-12-01T00:00:00Z")
+    status = log.status()
+    assert status["satisfied"] == [] and [p["request_id"] for p in status["pending"]] == ["req-1"]
+    log.append(audit.REQUEST_VALIDATED, request_id="req-1", request_content_sha256=new, data_sha256="e" * 64)
+    log.append(audit.REQUEST_RECEIVED, request_id="req-2", request_content_sha256="3" * 64)
+    log.append(audit.REQUEST_VALIDATED, request_id="req-2", request_content_sha256="3" * 64, data_sha256="f" * 64)
+    # news/2 unlearned req-2 from news/1: it inherits news/1's claim on req-1's OLD data
+    log.append(audit.VERSION_REGISTERED, name="news", version=2, request_ids=["req-1", "req-2"],
+               request_data=["req-1=" + "d" * 64, "req-2=" + "f" * 64], model_sha256="a" * 64, gate_passed=True, role="unlearned")
+    log.append(audit.DEPLOYMENT_STOPPED, deployment_id="dep-1")
+    log.append(audit.DEPLOYMENT_STARTED, deployment_id="dep-2", name="news", version="2", request_ids=["req-1", "req-2"])
+    assert log.status()["satisfied"] == ["req-2"]
+    log.append(audit.VERSION_REGISTERED, name="news", version=3, request_ids=["req-1", "req-2"],
+               request_data=["req-1=" + "e" * 64, "req-2=" + "f" * 64], model_sha256="b" * 64, gate_passed=True, role="unlearned")
+    log.append(audit.DEPLOYMENT_STOPPED, deployment_id="dep-2")
+    log.append(audit.DEPLOYMENT_STARTED, deployment_id="dep-3", name="news", version="3", request_ids=["req-1", "req-2"])
+    status = log.status()
+    assert status["satisfied"] == ["req-1", "req-2"] and status["pending"] == []
+
+
 # ---- CLI ------------------------------------------------------------------------------------------
 def test_cli_verify_exit_codes_and_json(cli, workspace):
     log = _sample_log(workspace / "audit.jsonl")
@@ -288,6 +322,33 @@ def test_cli_show_status_close_and_unknown_request(cli, workspace):
     assert again.exit_code == 1 and "already closed" in again.stderr
     assert cli("audit", "close", "--request", "nobody", "--reason", "x").exit_code == 1
     assert json.loads(cli("audit", "status", "--json").stdout)["pending"] == []
+
+
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [
+        (["audit", "close", "--request", "nobody", "--reason", "withdrawn"], "--request"),
+        (["audit", "close", "--request", "req-2", "--reason", " "], "--reason"),
+        (["audit", "show", "--request", "nobody", "--no-registry"], "--request"),
+        (["audit", "export", "--request", "nobody", "--out", "bundle.json", "--no-registry"], "--request"),
+        (["audit", "bind-registry", "--reason", "two\nlines"], "--reason"),
+        (["audit", "key"], "$UNLEARNOPS_AUDIT_KEY"),
+    ],
+    ids=["close-unknown", "close-reason", "show", "export", "bind-registry", "key"],
+)
+def test_evidence_commands_name_what_to_fix_in_their_json_errors(cli, workspace, tmp_path, monkeypatch, args, field):
+    _sample_log(workspace / "audit.jsonl")
+    monkeypatch.chdir(tmp_path)
+    if field == "$UNLEARNOPS_AUDIT_KEY":  # a key other users can read
+        loose = tmp_path / "loose.pem"
+        loose.write_bytes(Path(os.environ["UNLEARNOPS_AUDIT_KEY"]).read_bytes())
+        loose.chmod(0o644)
+        monkeypatch.setenv("UNLEARNOPS_AUDIT_KEY", str(loose))
+    result = cli(*args, "--json")
+    assert result.exit_code == 1 and "Traceback" not in result.stderr, result.stderr
+    document = json.loads(result.stdout)
+    assert document["exit_code"] == 1 and document["field"] == field, document
+    assert not (tmp_path / "bundle.json").exists()
 
 
 def test_cli_status_and_show_refuse_loudly_when_the_log_does_not_verify(cli, workspace):

@@ -212,6 +212,29 @@ def test_a_deleted_or_replaced_log_is_named_by_the_witness(tmp_path):
     assert fresh.ok and "replaced log" in fresh.notices[0] and "(9 records)" in fresh.notices[0]
 
 
+def test_a_log_swapped_for_a_symlink_is_named_by_the_witness(tmp_path):
+    """The witness keys checkpoints by the log's location: replacing the log with a symbolic link (to an
+    empty file, or to another genuine log signed by the same operator's key) must not move the location
+    to one the witness knows nothing about, or knows as the other log's."""
+    log = _life(tmp_path / "ws" / "audit.jsonl")
+    other = _life(tmp_path / "other-ws" / "audit.jsonl")  # another workspace of the same operator: same key
+    genuine = log.path.read_bytes()
+    empty = tmp_path / "elsewhere" / "audit.jsonl"
+    empty.parent.mkdir()
+    empty.touch()
+    for target, words in ((empty, "had 9 records here and is gone"), (other.path, "the log was replaced")):
+        log.path.unlink()
+        log.path.symlink_to(target)
+        result = AuditLog(log.path).verify()
+        assert not result.ok and words in result.reason, result.reason
+    with pytest.raises(UnlearnopsError, match="the log was replaced"):
+        AuditLog(log.path).append(audit.RUN_STARTED, run_id="through-the-link")
+    assert other.verify().ok and len(other.records()) == 9  # nothing was appended to the other log through the link
+    log.path.unlink()
+    log.path.write_bytes(genuine)
+    assert AuditLog(log.path).verify().ok
+
+
 def test_a_forged_or_edited_witness_checkpoint_is_named(tmp_path):
     log = _life(tmp_path / "audit.jsonl")
     witness_file = log.witness.file_for(log.storage.location)
@@ -289,6 +312,33 @@ def test_an_alias_moved_outside_unlearnops_is_named(registered, tmp_path):
     problems = _problems(evidence)
     assert "says version 1: moved outside unlearnops" in problems["alias news@production"]
     assert "created outside unlearnops" in problems["version news/2"]
+
+
+def test_an_alias_moved_outside_unlearnops_is_never_followed(registered, tmp_path):
+    """An insider with registry write rolls @production back to an older version that passed its gate
+    but does not satisfy a newer request: `verify` names it, and no decision follows the moved alias
+    (serve, the pipeline's source, promote, gate --lineage all resolve through Evidence.resolve)."""
+    evidence, uri, run_id = registered
+    evidence.log.append(audit.REQUEST_VALIDATED, request_id="req-2", data_sha256="d" * 64)
+    evidence.register(name="news", run_id=run_id, run_key="k2", model_sha256="a" * 64, gate_report_sha256="e" * 64,
+                      request_ids=["req-1", "req-2"], request_data={"req-1": "d" * 64, "req-2": "d" * 64})
+    evidence.promote("news/2")
+    assert evidence.resolve("news@production")[0].version == "2"
+    registry.client(uri).set_registered_model_alias("news", "production", "1")  # the rollback, in MLflow only
+    before = evidence.log.records()
+    for decide in (lambda: evidence.resolve("news@production"), lambda: evidence.forget_sets("news@production"),
+                   lambda: evidence.promote("news@production", alias="stable")):
+        with pytest.raises(UnlearnopsError, match=r"news@production points at version 1 in the registry, but its last "
+                                                  r"signed alias.moved record \(seq \d+\) says version 2"):
+            decide()
+    # An alias no signed record ever set (made in MLflow) is not followed either.
+    registry.client(uri).set_registered_model_alias("news", "stable", "1")
+    with pytest.raises(UnlearnopsError, match="news@stable: no signed alias.moved record set it"):
+        evidence.resolve("news@stable")
+    assert evidence.log.records() == before  # nothing recorded by a refusal
+    evidence.resolve("news/1")  # a version number names the version itself: nothing to check
+    evidence.promote("news/2")  # the release manager restores it through unlearnops: followed again
+    assert evidence.resolve("news@production")[0].version == "2"
 
 
 def test_a_version_created_outside_with_a_passed_gate_tag_is_named_and_refused(registered):
@@ -381,8 +431,9 @@ def test_a_reused_request_id_with_other_content_is_refused_or_recorded_as_supers
     with pytest.raises(UnlearnopsError, match="already received with different content .* --supersede"):
         evidence.receive_request(load_request(request_path))
     assert evidence.log.records() == before
-    refused = cli("run", "--request", request_path, "--pipeline", Path(__file__).resolve().parents[1] / "pipelines" / "ci.yaml")
+    refused = cli("run", "--request", request_path, "--pipeline", Path(__file__).resolve().parents[1] / "pipelines" / "ci.yaml", "--json")
     assert refused.exit_code == 1 and "already received with different content" in refused.stderr
+    assert json.loads(refused.stdout)["field"] == "request_id"  # what to fix, for a CI job reading --json
     assert evidence.log.records() == before and not (ws.root / "data").exists()
     evidence.receive_request(load_request(request_path), supersede=True)
     superseded = [r for r in evidence.log.records() if r["event"] == audit.REQUEST_SUPERSEDED]

@@ -121,6 +121,77 @@ def test_register_is_idempotent_on_the_run_key(store):
     assert evidence.verify().ok
 
 
+REGISTER_AT_ONCE = """
+import sys, time
+from pathlib import Path
+from unlearnops.evidence import Evidence
+from unlearnops.workspace import Workspace
+
+root, run_id, model_sha, go = sys.argv[1:5]
+evidence = Evidence(Workspace.resolve(root))
+evidence.verified_records()  # imported and connected before the start signal
+while not Path(go).exists():
+    time.sleep(0.002)
+version = evidence.register(name="m", run_id=run_id, run_key="same-request", model_sha256=model_sha, gate_report_sha256="e" * 64,
+                            request_ids=["req-1"], request_data={"req-1": "d" * 64})
+print(version.version)
+"""
+
+
+def test_the_same_registration_started_at_once_registers_one_version(store, tmp_path):
+    """Registrations of one run key (the same request) started at the same moment, outside any run lock
+    (`unlearnops register` twice, or two machines on one shared log): the idempotence check, the
+    version's creation and its record are one step under the log's append lock, so exactly one
+    version and one registration record result, and every caller gets that version."""
+    import os
+    import subprocess
+    import time
+
+    ws, uri, evidence, model = store
+    register(ws, uri, evidence, model, run_key="an-earlier-request")  # the registry bound, the model created
+    run_id = registry.log_model_run(model, tracking_uri=uri, artifact_root=ws.artifact_root, run_name="t", params={})
+    go = tmp_path / "go"
+    processes = [
+        subprocess.Popen([sys.executable, "-c", REGISTER_AT_ONCE, str(ws.root), run_id, sha256_tree(model), str(go)],
+                         env=os.environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(4)  # 4 at once registered versions 2 and 3 for one run key without the lock (3 not always)
+    ]
+    time.sleep(12.0)  # imports and the first verify, on a loaded machine
+    go.touch()
+    outputs = [process.communicate(timeout=600) for process in processes]
+    assert all(process.returncode == 0 for process in processes), [err[-2000:] for _, err in outputs]
+    assert {out.strip().splitlines()[-1] for out, _ in outputs} == {"2"}
+    assert [v.version for v in registry.list_versions("m", tracking_uri=uri)] == ["2", "1"]
+    assert len([r for r in evidence.log.records() if r["event"] == audit.VERSION_REGISTERED]) == 2
+    assert evidence.verify().ok
+
+
+def test_every_record_is_checked_before_the_first_registry_write(store, tmp_path):
+    """A value the log refuses (a 300-character source or reason) is refused before MLflow is touched:
+    no version (tagged gate=passed, with no record, and re-created on every retry), no registry identity."""
+    ws, uri, evidence, model = store
+    validated(evidence, "req-1")
+    run_id = registry.log_model_run(model, tracking_uri=uri, artifact_root=ws.artifact_root, run_name="t", params={})
+    records = evidence.log.records()
+    with pytest.raises(UnlearnopsError, match="audit field 'source_version': 300 characters"):
+        evidence.register(name="m", run_id=run_id, run_key="k", model_sha256=sha256_tree(model), gate_report_sha256="e" * 64,
+                          request_ids=["req-1"], request_data={"req-1": "d" * 64}, source_version="s" * 300)
+    with pytest.raises(UnlearnopsError, match="no versions"):
+        registry.list_versions("m", tracking_uri=uri)
+    assert registry.read_identity(uri) == {} and evidence.log.records() == records
+    with pytest.raises(UnlearnopsError, match="--reason"):
+        evidence.bind_registry("r" * 300)
+    with pytest.raises(UnlearnopsError, match="--reason"):
+        evidence.bind_registry("two\nlines")
+    assert registry.read_identity(uri) == {} and evidence.log.records() == records
+    # A baseline under a name the log cannot hold: refused before its model run is logged too.
+    runs_before = len(registry.client(uri).search_runs([registry.ensure_experiment(uri, ws.artifact_root)]))
+    with pytest.raises(UnlearnopsError, match="audit field 'name': 300 characters"):
+        evidence.register_source(model, name="n" * 300)
+    assert len(registry.client(uri).search_runs([registry.ensure_experiment(uri, ws.artifact_root)])) == runs_before
+    assert evidence.log.records() == records
+
+
 def test_resolve_and_download_verify_the_artifact(store, tmp_path):
     ws, uri, evidence, model = store
     register(ws, uri, evidence, model)
@@ -191,6 +262,33 @@ def test_a_tracking_uri_pointing_at_another_registry_is_refused_until_the_switch
     # The new registry has no version 1: the log registered it elsewhere, and verify says so.
     result = Evidence(ws).verify()
     assert not result.ok and any(p["where"] == "version m/1" for p in result.problems)
+
+
+def test_a_workspace_without_the_registrys_log_cannot_take_over_its_identity(store, tmp_path, monkeypatch, cli):
+    """An engineer who forgot $UNLEARNOPS_AUDIT_URL (a fresh workspace, an empty file log, their own key)
+    points at the team's registry: their first registering command must not rebind the registry to their
+    log (its log id, public key and checkpoint tags), which would make every other workspace's verify fail."""
+    from unlearnops.audit.signing import KEY_ENV
+
+    ws, uri, evidence, model = store
+    register(ws, uri, evidence, model)  # the team's log is bound to this registry
+    identity = registry.read_identity(uri)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv(KEY_ENV, str(tmp_path / "their-key" / "key.pem"))
+    monkeypatch.setenv("UNLEARNOPS_AUDIT_WITNESS", str(tmp_path / "their-witness"))
+    elsewhere = tmp_path / "their-workspace"
+    request = tmp_path / "request.json"
+    request.write_text("{}")
+    for command in (["register", "--baseline", "--model", model, "--name", "their-base"],
+                    ["audit", "bind-registry", "--reason", "my laptop"],
+                    ["run", "--request", request]):  # refused at once, not after minutes of stages
+        refused = cli(*command, "--workspace", elsewhere, "--json")
+        assert refused.exit_code == 1, refused.stderr
+        assert "holds the evidence of audit log" in refused.stderr and "UNLEARNOPS_AUDIT_URL" in refused.stderr
+    assert registry.read_identity(uri) == identity
+    assert not (elsewhere / "audit.jsonl").exists() or (elsewhere / "audit.jsonl").stat().st_size == 0
+    monkeypatch.undo()
+    assert evidence.verify().ok
 
 
 # ---- the CLI ----------------------------------------------------------------------------------------

@@ -252,6 +252,28 @@ def test_a_deployment_records_where_its_files_come_from_and_why_it_stopped(tmp_p
     assert log.verify().ok
 
 
+def test_a_deployment_on_another_machine_is_never_closed_as_stale(tmp_path):
+    """On a team's shared log, 127.0.0.1:8000 on one machine is not 127.0.0.1:8000 on another: starting
+    there closes only this machine's own dead deployment, never another machine's live one (which
+    `audit status` would then wrongly stop counting as live)."""
+    port = _free_port()
+    log = audit.AuditLog(tmp_path / "audit.jsonl")  # the shared log (one storage, several machines)
+    elsewhere = serve.Deployment("news", "1", ["req-1"], machine="build-host-a")
+    died_here = serve.Deployment("news", "1", ["req-1"], machine="serve-host-b")
+    command = serve.VllmCommand([sys.executable, "-c", _healthy_server_code(port), "--served-model-name", "news/1"], {}, "127.0.0.1", port)
+    for earlier in (elsewhere, died_here):
+        log.append(audit.DEPLOYMENT_STARTED, **earlier.started_fields(command, "news/1"))
+    deployment = serve.Deployment("news", "1", ["req-1"], machine="serve-host-b")
+    with serve.running_server(command, deployment, audit_log=log, log_dir=tmp_path / "logs"):
+        live = {r["fields"]["deployment_id"] for r in audit.live_deployments(log.records())}
+        assert live == {elsewhere.deployment_id, deployment.deployment_id}
+    [stale] = [r["fields"] for r in log.records() if r["event"] == audit.DEPLOYMENT_STOPPED and r["fields"]["deployment_id"] == died_here.deployment_id]
+    assert stale["reason"] == f"stale: port taken over by deployment {deployment.deployment_id}"
+    assert {r["fields"]["deployment_id"] for r in audit.live_deployments(log.records())} == {elsewhere.deployment_id}
+    assert serve.Deployment("news", "1").machine  # recorded by default: this host's name
+    assert log.verify().ok
+
+
 # ---- the registry (real MLflow on sqlite) ------------------------------------------------------
 def _register(workspace: Workspace, name: str, model_dir: Path, *, gate: str, alias: str, request_ids: list[str]):
     """Register through the evidence layer (a signed registration record behind the version)."""
@@ -457,6 +479,20 @@ def test_the_hash_and_the_gate_come_from_the_signed_record_not_the_tags(cli, one
     refused = cli("serve", "--model", "news@outside", *args)
     assert refused.exit_code == 1 and "no signed registration record" in refused.stderr
     assert not any(r["event"].startswith("deployment.") for r in audit.AuditLog(workspace.audit_log).records())
+
+
+def test_an_alias_rolled_back_in_the_registry_is_not_served(cli, one_version, cpu_python, tmp_path):
+    """@production moved back in MLflow alone (to a gate-passed version that lacks a newer request) is refused, unrecorded."""
+    workspace, _version, _stored = one_version
+    newer = _stub_model(tmp_path / "newer", {"model_type": "llama"})
+    _register(workspace, "news", newer, gate="passed", alias="candidate", request_ids=["req-1", "req-2"])
+    assert Evidence(workspace).promote("news/2").version == "2"
+    registry.client(workspace.tracking_uri).set_registered_model_alias("news", "production", "1")
+    before = audit.AuditLog(workspace.audit_log).records()
+    for extra in (["--dry-run"], []):
+        refused = cli("serve", "--model", "news@production", "--workspace", workspace.root, "--vllm-python", cpu_python, *extra)
+        assert refused.exit_code == 1 and "moved outside unlearnops" in " ".join(refused.stderr.split())
+    _untouched(workspace, before)
 
 
 def test_one_function_answers_each_registry_question(cli, one_version, cpu_python, monkeypatch):

@@ -81,8 +81,9 @@ def test_a_changed_cached_copy_is_derived_again(registered_w4a16, copy, tmp_path
     assert again.sha256 == copy.sha256 == sha256_tree(served)
     assert notes[0] == f"cached dense copy {served.name} does not match its derivation record; deriving it again"
     notes.clear()
-    assert dense.dense_copy(registered_w4a16, copy.derivation["source_sha256"], cache, notify=notes.append).sha256 == copy.sha256
-    assert notes == []  # a matching cache is reused without deriving
+    vouched = {(copy.sha256, dense.record_sha256(copy.derivation))}  # what a signed deployment.started record pairs
+    assert dense.dense_copy(registered_w4a16, copy.derivation["source_sha256"], cache, vouched=vouched, notify=notes.append).sha256 == copy.sha256
+    assert notes == []  # a matching, vouched-for cache is reused without deriving
 
 
 def test_the_evaluator_measures_the_same_muse_numbers_on_the_copy(cli, tiny_bench, registered_w4a16, copy, tmp_path):
@@ -103,3 +104,50 @@ def test_the_evaluator_measures_the_same_muse_numbers_on_the_copy(cli, tiny_benc
     assert 0 < registered["verbmem_f"] < 100 and 0 < registered["auc"] < 1  # not saturated: a changed weight would show
     assert (tmp_path / "served.jsonl").read_text() == (tmp_path / "registered.jsonl").read_text()  # item for item
     assert registered["precision"] == "w4a16 (compressed-tensors)" and served["precision"] == "float32"
+
+
+def test_a_cached_copy_is_reused_only_as_a_signed_record_derived_it(registered_w4a16, tmp_path, monkeypatch):
+    """An insider with write access to the workspace swaps the cached dense copy AND rewrites its
+    derivation record to match: the cache is reused only when a signed deployment.started record paired
+    the registered hash with exactly these files and this derivation record, so serve derives it again."""
+    from test_serve import _register
+    from test_serve_route import fake_vllm_venv
+    from unlearnops import audit, serve
+    from unlearnops.fileio import write_json
+    from unlearnops.workspace import Workspace
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    workspace = Workspace.resolve(tmp_path / "ws")
+    _register(workspace, "news", registered_w4a16, gate="passed", alias="production", request_ids=["req-1"])
+    python = fake_vllm_venv(tmp_path / "venv")
+
+    def prepared() -> tuple[serve.ServePlan, list[str]]:
+        notes: list[str] = []
+        plan = serve.plan_serve("news@production", workspace=workspace, vllm_python=python, isa="avx2")
+        return serve.prepare(plan, notify=notes.append), notes
+
+    first, notes = prepared()
+    assert first.route.name == "dense" and any("deriving a dense copy" in note for note in notes)
+    genuine = first.deployment.served_sha256
+    # No deployment signed this derivation yet: deriving again is the only safe answer.
+    assert any("deriving a dense copy" in note for note in prepared()[1])
+    # A deployment's signed record pairs the registered hash with the copy and its derivation record.
+    log = audit.AuditLog(workspace.audit_log)
+    log.append(audit.DEPLOYMENT_STARTED, **first.deployment.started_fields(first.command, "news/1"))
+    again, notes = prepared()
+    assert again.deployment.served_sha256 == genuine and not any("deriving" in note for note in notes)  # reused
+
+    # The attack: other weights (here the norms scaled) in the cached copy, its record rewritten to match.
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    weights = first.served_dir / "model.safetensors"
+    tensors = load_file(weights)
+    save_file({key: value * 2 if key.endswith("norm.weight") else value for key, value in tensors.items()}, weights,
+              metadata={"format": "pt"})
+    record_path = first.served_dir.with_name(first.served_dir.name + ".json")
+    write_json(record_path, {**read_json(record_path), "served_sha256": sha256_tree(first.served_dir)})
+    attacked, notes = prepared()
+    assert any("deriving a dense copy" in note for note in notes), notes
+    assert attacked.deployment.served_sha256 == genuine == sha256_tree(attacked.served_dir)
+    assert all(torch.equal(value, tensors[key]) for key, value in load_file(weights).items())

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
+
+
+_LEADING_FIELD = re.compile(r"^(--[a-z][a-z0-9-]*|\$[A-Z][A-Z0-9_]*)[\s:/]")
 
 
 class UnlearnopsError(Exception):
@@ -18,7 +22,9 @@ class UnlearnopsError(Exception):
         super().__init__(message)
         if exit_code is not None:
             self.exit_code = exit_code
-        self.field = field
+        # A message that starts with the option or variable to fix ("--request X: ...") names it.
+        leading = _LEADING_FIELD.match(message)
+        self.field = field or (leading.group(1) if leading else None)
 
     def to_json(self) -> dict[str, Any]:
         return error_document(str(self), field=self.field, exit_code=self.exit_code)

@@ -170,6 +170,30 @@ def test_concurrent_appends_from_separate_workspaces_leave_one_verifying_chain(t
     assert json.loads(verified.stdout)["checked"] == len(records)
 
 
+def test_a_machine_that_joins_the_team_verifies_and_writes_the_shared_log(team, filled, tmp_path, cli, workspace, monkeypatch):
+    """docs/team.md gives every machine a witness of its own: a new engineer's witness has never seen the
+    shared log. Its first verify checks every record's signature and says so (it is not a witness that
+    lost the log's checkpoint), its commands work, and its first append pins a checkpoint it then keeps."""
+    storage, _ = filled
+    fresh = tmp_path / "new-machine-witness"
+    result = AuditLog(storage, witness=fresh).verify()
+    assert result.ok, result.problems
+    assert any("no checkpoint of this shared log yet" in notice for notice in result.notices)
+    monkeypatch.setenv("UNLEARNOPS_AUDIT_URL", storage_url := f"{team.postgres['audit_dsn']}?log={storage.log}")
+    monkeypatch.setenv("UNLEARNOPS_AUDIT_WITNESS", str(fresh))
+    for command in (("audit", "verify", "--no-registry"), ("audit", "status", "--no-registry"), ("audit", "show", "--request", "req-1", "--no-registry")):
+        answered = cli(*command)
+        assert answered.exit_code == 0, (command, answered.stdout, answered.stderr)
+    joined = AuditLog(PostgresStorage(storage_url), witness=fresh)
+    joined.append(RUN_STARTED, run_id="run-new-machine", request_id="req-1")
+    assert joined.checkpoint_note() is not None and AuditLog(storage, witness=fresh).verify().notices == []
+    # A file log keeps the strict rule: a witness without its checkpoint is a removed or wrong witness.
+    single = AuditLog(tmp_path / "one-user" / "audit.jsonl", witness=tmp_path / "witness-a")
+    single.append(RUN_STARTED, run_id="run-1")
+    lost = AuditLog(single.path, witness=tmp_path / "witness-b").verify()
+    assert not lost.ok and "the witness was removed" in lost.reason
+
+
 # ---- the same records and commands as the file log -------------------------------------------------
 def test_the_records_are_the_file_logs_records_byte_for_byte(team, log_url, tmp_path):
     storage = PostgresStorage(log_url)

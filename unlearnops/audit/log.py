@@ -20,6 +20,7 @@ disagrees is named.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -93,6 +94,7 @@ class AuditLog:
         self.path: Path | None = getattr(self.storage, "path", None)  # None on non-file backends
         self._witness = witness if isinstance(witness, WitnessDir) or witness is None else WitnessDir(witness)
         self._signing_key, self._public_key = signing_key, public_key
+        self._held = None  # the append session exclusive() holds, if any
 
     # ---- configuration ---------------------------------------------------------------------------
     @property
@@ -124,15 +126,41 @@ class AuditLog:
         return self._public_key
 
     # ---- writing -----------------------------------------------------------------------------------
-    def append(self, event: str, **fields: Any) -> dict:
-        """Append one signed record and checkpoint it in the witness; durable when this returns."""
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold the log's append section across several steps; appends inside it use the held section.
+
+        Every writer of the log waits meanwhile (other processes, and on a shared backend other
+        machines), so a check and the writes it decides (is this run key registered? create the
+        version, record it) cannot interleave with another writer's. Re-entrant.
+        """
+        if self._held is not None:
+            yield
+            return
+        self.signing_key()
+        self.witness.prepare()
+        with self.storage.appending() as session:
+            self._held = session
+            try:
+                yield
+            finally:
+                self._held = None
+
+    @staticmethod
+    def check(event: str, **fields: Any) -> None:
+        """Refuse a record append() would refuse, without writing: for callers that must check every
+        record they will write before their first write elsewhere (the registry)."""
         if event == LOG_CREATED:
             raise UnlearnopsError(f"audit event '{LOG_CREATED}': written by the log itself when it starts")
         if problem := rec.event_problem(event, fields):
             raise UnlearnopsError(problem)
+
+    def append(self, event: str, **fields: Any) -> dict:
+        """Append one signed record and checkpoint it in the witness; durable when this returns."""
+        self.check(event, **fields)
         key, witness = self.signing_key(), self.witness
         witness.prepare()
-        with self.storage.appending() as session:
+        with self._section() as session:
             head = self._checked_head(session, key)
             last, log_id = head.last, head.log_id
             if last is None:
@@ -146,6 +174,14 @@ class AuditLog:
             session.append_line(canonical_json(record))
             witness.write(self.storage.location, Checkpoint(log_id, record["seq"], record["hash"]).sign(key))
         return record
+
+    @contextlib.contextmanager
+    def _section(self) -> Iterator:
+        if self._held is not None:
+            yield self._held
+        else:
+            with self.storage.appending() as session:
+                yield session
 
     @staticmethod
     def _signed(key: SigningKey, seq: int, event: str, fields: dict, prev: str, previous_time: str | None) -> dict:
@@ -384,6 +420,14 @@ class AuditLog:
         source = f"checkpoint in witness {witness}"
         if note is None:
             if not walked:
+                return None, 0
+            if self.storage.shared:
+                # A machine that joined the team: every signature is checked (nothing covers them),
+                # and its first append pins a checkpoint its later verifications compare with.
+                result.notices.append(
+                    f"witness {witness} holds no checkpoint of this shared log yet (this machine has not appended to it): "
+                    f"all {len(walked)} records' signatures were checked; this machine's next append records one"
+                )
                 return None, 0
             reason = (
                 f"none for log {result.log_id}: the witness was removed, or is not the one this log writes to "

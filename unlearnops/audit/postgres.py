@@ -44,6 +44,8 @@ def is_postgres_url(url: str) -> bool:
 class PostgresStorage(AuditStorage):
     """One named log in a PostgreSQL `audit.records` table."""
 
+    shared = True  # a team's machines all append to it, each with a witness of its own
+
     def __init__(self, url: str):
         parts = urlsplit(url)
         if parts.scheme not in SCHEMES:

@@ -114,16 +114,46 @@ def live_deployments(records: Iterable[dict]) -> list[dict]:
 
 
 def satisfied_requests(records: list[dict], live: list[dict]) -> set[str]:
-    """Requests a live deployment satisfies: its own ids and those of its version's registration record."""
+    """Requests a live deployment satisfies: those its version's registration record claims (the
+    deployment's own ids for a version without one), each for the request's current content.
+
+    A request superseded with other content (`run --supersede`) is satisfied only by a version whose
+    registration names data validated for the new content: a version measured on the old content's
+    data (registered before, or inheriting that claim) does not satisfy what the request now asks.
+    """
     live_versions = {(str(r["fields"]["name"]), str(r["fields"]["version"])) for r in live}
-    satisfied: set[str] = set()
-    for record in live:
-        satisfied |= request_ids_of(record["fields"])
+    registered: dict[tuple[str, str], dict] = {}
     for record in records:
         fields = record["fields"]
         if record["event"] == VERSION_REGISTERED and (str(fields["name"]), str(fields["version"])) in live_versions:
-            satisfied |= request_ids_of(fields)
+            registered[(str(fields["name"]), str(fields["version"]))] = fields
+    current = _current_data(records)
+    satisfied: set[str] = set()
+    for record in live:
+        fields = record["fields"]
+        claims = registered.get((str(fields["name"]), str(fields["version"])), fields)
+        data = dict(str(item).partition("=")[::2] for item in claims.get("request_data") or ())
+        satisfied |= {rid for rid in request_ids_of(claims) if rid not in current or data.get(rid) in current[rid]}
     return satisfied
+
+
+def _current_data(records: Iterable[dict]) -> dict[str, set[str]]:
+    """For each superseded request: the data snapshots validated for its current content."""
+    content: dict[str, str | None] = {}
+    validated: dict[str, list[tuple[str | None, str]]] = {}
+    superseded: set[str] = set()
+    for record in records:
+        event, fields = record["event"], record["fields"]
+        if event == REQUEST_RECEIVED:
+            content[fields["request_id"]] = fields.get("request_content_sha256")
+        elif event == REQUEST_SUPERSEDED:
+            superseded.add(fields["request_id"])
+        elif event == REQUEST_VALIDATED and fields.get("data_sha256"):
+            validated.setdefault(fields["request_id"], []).append((fields.get("request_content_sha256"), fields["data_sha256"]))
+    return {
+        rid: {data for validated_content, data in validated.get(rid, []) if validated_content == content.get(rid)}
+        for rid in superseded
+    }
 
 
 @dataclass

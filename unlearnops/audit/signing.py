@@ -121,6 +121,10 @@ class SigningKey:
         return cls(Ed25519PrivateKey.generate())
 
 
+def _key_error(message: str) -> UnlearnopsError:
+    return UnlearnopsError(message, field=f"${KEY_ENV}")
+
+
 def load_signing_key(*, forbidden_dir: Path | None = None, create: bool = True) -> SigningKey:
     """The operator's key ($UNLEARNOPS_AUDIT_KEY or the default path), created on first use.
 
@@ -131,7 +135,7 @@ def load_signing_key(*, forbidden_dir: Path | None = None, create: bool = True) 
     _refuse_inside(path, forbidden_dir, what=f"audit signing key {path}", fix=f"set ${KEY_ENV} to a path outside it")
     if not path.exists():
         if not create:
-            raise UnlearnopsError(f"audit signing key {path}: not found; set ${KEY_ENV} to the key that signs this log")
+            raise _key_error(f"audit signing key {path}: not found; set ${KEY_ENV} to the key that signs this log")
         return _create_key(path)
     return _read_key(path)
 
@@ -147,7 +151,7 @@ def _create_key(path: Path) -> SigningKey:
     except FileExistsError:
         return _read_key(path)  # another process created it first: use that one
     except OSError as err:
-        raise UnlearnopsError(f"audit signing key {path}: cannot create it ({err.strerror}); set ${KEY_ENV} to a writable path") from None
+        raise _key_error(f"audit signing key {path}: cannot create it ({err.strerror}); set ${KEY_ENV} to a writable path") from None
     try:
         os.write(descriptor, pem)
         os.fsync(descriptor)
@@ -163,19 +167,19 @@ def _read_key(path: Path) -> SigningKey:
     try:
         mode = path.stat().st_mode
     except OSError as err:
-        raise UnlearnopsError(f"audit signing key {path}: cannot read it ({err.strerror})") from None
+        raise _key_error(f"audit signing key {path}: cannot read it ({err.strerror})") from None
     if not stat.S_ISREG(mode):
-        raise UnlearnopsError(f"audit signing key {path}: not a regular file; set ${KEY_ENV} to the key file")
+        raise _key_error(f"audit signing key {path}: not a regular file; set ${KEY_ENV} to the key file")
     if mode & 0o077:
-        raise UnlearnopsError(
+        raise _key_error(
             f"audit signing key {path}: permissions {stat.S_IMODE(mode):04o} let other users read it; run `chmod 600 {path}`"
         )
     try:
         key = load_pem_private_key(path.read_bytes(), password=None)
     except (ValueError, TypeError, OSError) as err:
-        raise UnlearnopsError(f"audit signing key {path}: not a readable PEM private key ({str(err).splitlines()[0]})") from None
+        raise _key_error(f"audit signing key {path}: not a readable PEM private key ({str(err).splitlines()[0]})") from None
     if not isinstance(key, Ed25519PrivateKey):
-        raise UnlearnopsError(f"audit signing key {path}: not an Ed25519 key")
+        raise _key_error(f"audit signing key {path}: not an Ed25519 key")
     return SigningKey(key, path)
 
 

@@ -56,6 +56,10 @@ class AuditStorage(ABC):
     """One audit log's lines, wherever they are kept."""
 
     location: str
+    # Whether other machines append to this log too (a database backend). Each machine's witness
+    # then holds the checkpoint of its own last append, and a machine that joins the team has none
+    # yet: for a shared log that is a first sight, not a removed witness (AuditLog.verify).
+    shared: bool = False
 
     @abstractmethod
     def exists(self) -> bool:
@@ -80,7 +84,10 @@ class FileStorage(AuditStorage):
     def __init__(self, path: Path | str):
         self.path = Path(path)
         self.lock_path = self.path.with_name(self.path.name + ".lock")
-        self.location = f"file:{self.path.resolve()}"
+        # The directory resolved, the file's own name kept: a log replaced by a symbolic link (to an
+        # empty file, or to another log signed with the same key) keeps its location, so the
+        # witness compares it with this log's checkpoint, not with none or the other log's.
+        self.location = f"file:{self.path.absolute().parent.resolve() / self.path.name}"
 
     def exists(self) -> bool:
         return self.path.is_file() and self.path.stat().st_size > 0

@@ -62,9 +62,9 @@ class WitnessDir:
         try:
             self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as err:
-            raise UnlearnopsError(f"audit witness {self.path}: cannot create it ({err.strerror}); set ${WITNESS_ENV}") from None
+            raise UnlearnopsError(f"audit witness {self.path}: cannot create it ({err.strerror}); set ${WITNESS_ENV}", field=f"${WITNESS_ENV}") from None
         if not os.access(self.path, os.W_OK):
-            raise UnlearnopsError(f"audit witness {self.path}: not writable; set ${WITNESS_ENV} to a writable directory")
+            raise UnlearnopsError(f"audit witness {self.path}: not writable; set ${WITNESS_ENV} to a writable directory", field=f"${WITNESS_ENV}")
 
     def write(self, location: str, note: str) -> None:
         """Replace the location's checkpoint atomically (temporary file, fsync, rename)."""
@@ -89,7 +89,7 @@ def _read_note(path: Path) -> str | None:
     except FileNotFoundError:
         return None
     except OSError as err:
-        raise UnlearnopsError(f"audit witness {path}: cannot read it ({err.strerror})") from None
+        raise UnlearnopsError(f"audit witness {path}: cannot read it ({err.strerror})", field=f"${WITNESS_ENV}") from None
     if len(data) > MAX_NOTE_BYTES:
         return "\n"  # not a checkpoint: open_checkpoint reports it
     return data.decode("utf-8", errors="replace")

@@ -121,10 +121,11 @@ def status_command(workspace: WorkspaceOpt = None, registry: RegistryCheckOpt = 
 
     def render() -> None:
         live_rows = [
-            (d["name"], d["version"], d.get("host"), d.get("port"), d["timestamp"][:19], ", ".join(d.get("request_ids") or []))
+            (d["name"], d["version"], d.get("machine"), d.get("host"), d.get("port"), d["timestamp"][:19], ", ".join(d.get("request_ids") or []))
             for d in status["live"]
         ]
-        out_console.print(table("live deployments", ["model", "version", "host", "port", "since (UTC)", "satisfies"], live_rows))
+        columns = ["model", "version", "machine", "host", "port", "since (UTC)", "satisfies"]
+        out_console.print(table("live deployments", columns, live_rows))
         pending_rows = [
             (p["request_id"], p["received"][:19], p["attempts"], p["age_hours"], p["deadline"], p["hours_left"], "OVERDUE" if p["overdue"] else "no")
             for p in status["pending"]

@@ -25,6 +25,7 @@ what a version claims to satisfy, goes through `Evidence`:
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,17 @@ class Registration:
         )
 
 
+def _one_line(reason: str) -> str:
+    """A --reason the log can hold: one line, 1 to 256 characters."""
+    reason = reason.strip()
+    if not reason or "\n" in reason or len(reason) > audit.MAX_VALUE_CHARS:
+        raise UnlearnopsError(
+            f"--reason: give one line of at most {audit.MAX_VALUE_CHARS} characters (an id or a short reason, never the forgotten text)",
+            field="--reason",
+        )
+    return reason
+
+
 def request_content_sha256(request) -> str:
     """The request's content (every field, as validated), hashed: what 'the same request' means."""
     return sha256_bytes(canonical_json(request.model_dump(mode="json")))
@@ -125,11 +137,42 @@ class Evidence:
             raise UnlearnopsError(f"models:/{name}/{version}: {len(found)} registration records (seq {', '.join(str(r['seq']) for r in found)}); run `unlearnops audit verify`")
         return Registration.of(found[0])
 
-    def resolve(self, ref: str) -> tuple[registry.RegisteredVersion, Registration]:
-        """The version a reference names and its signed registration record."""
-        self.check_registry(bind=False)
+    def resolve(self, ref: str, records: list[dict] | None = None) -> tuple[registry.RegisteredVersion, Registration]:
+        """The version a reference names and its signed registration record.
+
+        An alias is followed only where its last signed `alias.moved` record says it points: an
+        alias moved in the registry alone (a rollback of @production to a version that does not
+        satisfy a newer request) or set there without a record is refused, never deployed.
+        """
+        records = self.verified_records() if records is None else records
+        self.check_registry(bind=False, records=records)
         version = registry.resolve(ref, tracking_uri=self.tracking_uri)
-        return version, self.registration(version.name, version.version)
+        registration = self.registration(version.name, version.version, records)
+        _, _, alias = registry.parse_ref(ref)
+        if alias:
+            self._check_alias(version, alias, records)
+        return version, registration
+
+    @staticmethod
+    def _check_alias(version: registry.RegisteredVersion, alias: str, records: list[dict]) -> None:
+        moves = [
+            r for r in records
+            if r["event"] == audit.ALIAS_MOVED and str(r["fields"]["name"]) == version.name and r["fields"]["alias"] == alias
+        ]
+        where = f"models:/{version.name}@{alias}"
+        if not moves:
+            raise UnlearnopsError(
+                f"{where}: no signed alias.moved record set it (it points at version {version.version} in the registry): "
+                f"it was set outside unlearnops, so nothing vouches for it; name the version ({version.name}/N) or move "
+                "the alias with `unlearnops promote`"
+            )
+        logged = str(moves[-1]["fields"]["version"])
+        if logged != version.version:
+            raise UnlearnopsError(
+                f"{where} points at version {version.version} in the registry, but its last signed alias.moved record "
+                f"(seq {moves[-1]['seq']}) says version {logged}: it was moved outside unlearnops; run `unlearnops audit "
+                f"verify`, and restore it with `unlearnops promote {version.name} {logged} --alias {alias}`"
+            )
 
     # ---- the registry's identity -----------------------------------------------------------------
     def _bound_registry(self, records: list[dict]) -> dict | None:
@@ -140,7 +183,7 @@ class Evidence:
         """Refuse a registry other than the one this log was written with; bind a fresh pair when `bind`."""
         records = self.log.records() if records is None else records
         bound = self._bound_registry(records)
-        identity = registry.read_identity(self.tracking_uri) if (bind or bound) else {}
+        identity = registry.read_identity(self.tracking_uri)
         registry_id = identity.get(REGISTRY_ID_TAG)
         where = f"registry {registry.redact(self.tracking_uri)}"
         fix = "point $MLFLOW_TRACKING_URI (or --tracking-uri) back at it, or record the switch with `unlearnops audit bind-registry --reason ...`"
@@ -149,20 +192,32 @@ class Evidence:
                 found = f"registry {registry_id}" if registry_id else "a registry unlearnops never used (new or replaced)"
                 raise UnlearnopsError(f"{where}: is {found}, but this workspace's audit log was written with registry {bound['registry_id']}; {fix}")
             return
-        other_log = identity.get(LOG_ID_TAG)
-        log_id = self.log.log_id()
-        if other_log and log_id and other_log != log_id:
-            raise UnlearnopsError(
-                f"{where}: already holds the evidence of audit log {other_log}, not this workspace's log {log_id}; share one "
-                "audit log per registry (docs/audit.md), or record the switch with `unlearnops audit bind-registry --reason ...`"
-            )
+        self._check_log_of(identity)
         if bind:
-            self._bind(identity, reason=None)
+            with self.log.exclusive():  # two first registrations at once bind one registry id, not two
+                if self._bound_registry(self.log.records()) is not None:
+                    return self.check_registry(bind=False)  # another writer bound it meanwhile
+                self._bind(registry.read_identity(self.tracking_uri), reason=None)
+
+    def _check_log_of(self, identity: dict[str, str]) -> None:
+        """Refuse a registry that holds another log's evidence: binding it to this log (an empty one
+        included: a workspace that forgot the team's $UNLEARNOPS_AUDIT_URL) would take its identity
+        over, and every workspace writing the other log would stop verifying against it."""
+        other_log, log_id = identity.get(LOG_ID_TAG), self.log.log_id()
+        if other_log and other_log != log_id:
+            this = f"this workspace's log {log_id}" if log_id else f"this workspace's empty log ({self.log.storage.location})"
+            raise UnlearnopsError(
+                f"registry {registry.redact(self.tracking_uri)}: holds the evidence of audit log {other_log}, not {this}; a "
+                "registry has one audit log: point $UNLEARNOPS_AUDIT_URL at that log (the team's, docs/team.md), or use "
+                "another registry"
+            )
 
     def bind_registry(self, reason: str) -> dict[str, Any]:
         """Record, with a reason, that this log continues with the registry at the current tracking URI."""
+        reason = _one_line(reason)
         records = self.verified_records(action="rebind the registry")
         identity = registry.read_identity(self.tracking_uri)
+        self._check_log_of(identity)
         previous = self._bound_registry(records)
         return self._bind(identity, reason=reason, previous=previous["registry_id"] if previous else None)
 
@@ -174,12 +229,12 @@ class Evidence:
         tags = {REGISTRY_ID_TAG: registry_id, PUBLIC_KEY_TAG: key.vkey, FINGERPRINT_TAG: key.fingerprint}
         if log_id := self.log.log_id():
             tags[LOG_ID_TAG] = log_id
-        registry.write_identity(self.tracking_uri, self.workspace.artifact_root, tags)
-        record = self.log.append(
-            audit.REGISTRY_BOUND, registry_id=registry_id, tracking_uri=registry.redact(self.tracking_uri)[:256],
-            previous_registry_id=previous, reason=reason,
-        )
-        self._anchor()
+        fields = dict(registry_id=registry_id, tracking_uri=registry.redact(self.tracking_uri)[:256], previous_registry_id=previous, reason=reason)
+        self.log.check(audit.REGISTRY_BOUND, **fields)  # before the registry is written
+        with self.log.exclusive():
+            registry.write_identity(self.tracking_uri, self.workspace.artifact_root, tags)
+            record = self.log.append(audit.REGISTRY_BOUND, **fields)
+            self._anchor()
         return {"registry_id": registry_id, "previous_registry_id": previous, "seq": record["seq"]}
 
     def _anchor(self) -> None:
@@ -196,7 +251,7 @@ class Evidence:
         self,
         *,
         name: str,
-        run_id: str,
+        run_id: str | Callable[[], str],
         run_key: str,
         model_sha256: str,
         role: str = ROLE_UNLEARNED,
@@ -216,6 +271,8 @@ class Evidence:
         `request_data` maps each request id to the sha256 of its validated data snapshot;
         `request_policies` each request id to the gate policy it was accepted with (the tag holds
         the policy, the signed record its hash: a later gate re-checks the request under it).
+        `run_id` may be a function that logs the model's run and returns its id: it is called after
+        every check, so a refused registration leaves no run behind either.
         """
         request_ids = list(dict.fromkeys(request_ids))
         request_data = dict(request_data or {})
@@ -229,31 +286,44 @@ class Evidence:
             role=role, model_sha256=model_sha256, gate_passed=gate_passed, request_ids=request_ids,
             request_data=tag_records, source_version=source_version, fp_model_sha256=fp_model_sha256, metrics=metrics, extra=extra_tags,
         )
-        self.check_registry(bind=True, records=records)
-        # ---- the first write to the registry is below this line ----
-        version = registry.create_version(name, run_id=run_id, tags=tags, run_key=run_key, tracking_uri=self.tracking_uri)
-        existing = [
-            r for r in self.log.records()
-            if r["event"] == audit.VERSION_REGISTERED and str(r["fields"]["name"]) == name and str(r["fields"]["version"]) == version.version
-        ]
-        if existing:
-            record = existing[0]
-        else:
-            record = self.log.append(
-                audit.VERSION_REGISTERED, name=name, version=int(version.version), run_id=run_id, run_key=run_key,
-                model_sha256=model_sha256, gate_passed=gate_passed, gate_report_sha256=gate_report_sha256, role=role,
-                request_ids=request_ids, request_data=[f"{rid}={digest}" for rid, digest in sorted(request_data.items())],
+
+        def registered_fields(number: int, run: str) -> dict[str, Any]:
+            return dict(
+                name=name, version=number, run_id=run, run_key=run_key, model_sha256=model_sha256, gate_passed=gate_passed,
+                gate_report_sha256=gate_report_sha256, role=role, request_ids=request_ids,
+                request_data=[f"{rid}={digest}" for rid, digest in sorted(request_data.items())],
                 request_policies=[f"{rid}={policy_sha256(policy)}" for rid, policy in sorted(request_policies.items())],
                 source_version=source_version, fp_model_sha256=fp_model_sha256,
             )
-        if version.tags.get(registry.TAG_AUDIT_HEAD) != record["hash"]:
-            registry.set_version_tag(name, version.version, registry.TAG_AUDIT_HEAD, record["hash"], tracking_uri=self.tracking_uri)
-        # The alias is moved once, at registration: a rerun of the same request must not pull
-        # @candidate back from a newer version. TAG_REGISTERED_ALIAS marks that step as done.
-        if registry.TAG_REGISTERED_ALIAS not in version.tags:
-            self._move_alias(name, version.version, alias)
-            registry.set_version_tag(name, version.version, registry.TAG_REGISTERED_ALIAS, alias, tracking_uri=self.tracking_uri)
-        self._anchor()
+
+        # The records this registration will write obey the log's rules, checked before anything is
+        # written: a refused record after the version exists would leave a version nothing vouches for.
+        self.log.check(audit.VERSION_REGISTERED, **registered_fields(1, run_id if isinstance(run_id, str) else "0" * 32))
+        self.log.check(audit.ALIAS_MOVED, name=name, alias=alias, version=1)
+        self.check_registry(bind=True, records=records)
+        # ---- the first write to the registry is below this line ----
+        run_id = run_id if isinstance(run_id, str) else run_id()
+        # One step under the log's append lock, which every writer of this log honours (processes, and
+        # on a shared PostgreSQL log every machine): is this run key registered, create the version,
+        # record it. Two registrations of one run key at once then make one version, not two.
+        with self.log.exclusive():
+            version = registry.create_version(name, run_id=run_id, tags=tags, run_key=run_key, tracking_uri=self.tracking_uri)
+            existing = [
+                r for r in self.log.records()
+                if r["event"] == audit.VERSION_REGISTERED and str(r["fields"]["name"]) == name and str(r["fields"]["version"]) == version.version
+            ]
+            if existing:
+                record = existing[0]
+            else:
+                record = self.log.append(audit.VERSION_REGISTERED, **registered_fields(int(version.version), run_id))
+            if version.tags.get(registry.TAG_AUDIT_HEAD) != record["hash"]:
+                registry.set_version_tag(name, version.version, registry.TAG_AUDIT_HEAD, record["hash"], tracking_uri=self.tracking_uri)
+            # The alias is moved once, at registration: a rerun of the same request must not pull
+            # @candidate back from a newer version. TAG_REGISTERED_ALIAS marks that step as done.
+            if registry.TAG_REGISTERED_ALIAS not in version.tags:
+                self._move_alias(name, version.version, alias)
+                registry.set_version_tag(name, version.version, registry.TAG_REGISTERED_ALIAS, alias, tracking_uri=self.tracking_uri)
+            self._anchor()
         return registry.resolve(f"{name}/{version.version}", tracking_uri=self.tracking_uri)
 
     def register_source(self, model_dir: Path | str, *, name: str = registry.SOURCE_MODEL_NAME, metrics: dict[str, float] | None = None) -> registry.RegisteredVersion:
@@ -268,15 +338,12 @@ class Evidence:
         except UnlearnopsError:
             pass
         model_sha = sha256_tree(model_dir)
-        self.verified_records(action="register")
-        self.check_registry(bind=True)
-        run_id = registry.log_model_run(
-            model_dir, tracking_uri=self.tracking_uri, artifact_root=self.workspace.artifact_root,
-            run_name=f"register source {name}", params={"source_dir": str(model_dir)},
-        )
         return self.register(
-            name=name, run_id=run_id, run_key=f"source:{model_sha}", model_sha256=model_sha, role=ROLE_SOURCE,
-            metrics=metrics, alias=registry.PRODUCTION,
+            name=name, run_id=lambda: registry.log_model_run(
+                model_dir, tracking_uri=self.tracking_uri, artifact_root=self.workspace.artifact_root,
+                run_name=f"register source {name}", params={"source_dir": str(model_dir)},
+            ),
+            run_key=f"source:{model_sha}", model_sha256=model_sha, role=ROLE_SOURCE, metrics=metrics, alias=registry.PRODUCTION,
         )
 
     def register_gated(self, model_dir: Path | str, *, name: str, gate_report: Path | str, request_ids: list[str] = ()) -> registry.RegisteredVersion:
@@ -301,14 +368,13 @@ class Evidence:
         self._check_gate_attested(gate_report, report_sha, model_sha, records)
         self._check_requests_validated(request_ids, records)
         request_data = self._validated_data(request_ids, records)
-        self.check_registry(bind=True, records=records)
-        run_id = registry.log_model_run(
-            model_dir, tracking_uri=self.tracking_uri, artifact_root=self.workspace.artifact_root,
-            run_name=f"register {name}", params={"gate_report_sha256": report_sha},
-        )
         return self.register(
-            name=name, run_id=run_id, run_key=f"manual:{model_sha}:{report_sha}", model_sha256=model_sha,
-            gate_report_sha256=report_sha, request_ids=request_ids, request_data=request_data,
+            name=name, run_id=lambda: registry.log_model_run(
+                model_dir, tracking_uri=self.tracking_uri, artifact_root=self.workspace.artifact_root,
+                run_name=f"register {name}", params={"gate_report_sha256": report_sha},
+            ),
+            run_key=f"manual:{model_sha}:{report_sha}", model_sha256=model_sha, gate_report_sha256=report_sha,
+            request_ids=request_ids, request_data=request_data,
         )
 
     def _check_gate_attested(self, path: Path, report_sha: str, model_sha: str, records: list[dict]) -> None:
@@ -356,9 +422,7 @@ class Evidence:
     def promote(self, ref: str, *, alias: str = registry.PRODUCTION) -> registry.RegisteredVersion:
         """Point `alias` at a version whose signed registration record says its gate passed."""
         records = self.verified_records(action="promote")
-        self.check_registry(bind=False, records=records)
-        target = registry.resolve(ref, tracking_uri=self.tracking_uri)
-        registration = self.registration(target.name, target.version, records)
+        target, registration = self.resolve(ref, records)
         if not registration.gate_passed:
             raise UnlearnopsError(
                 f"{target.ref}: its signed registration record (seq {registration.seq}) says its gate did not pass; only a "
@@ -370,14 +434,15 @@ class Evidence:
 
     def _move_alias(self, name: str, version: str, alias: str) -> None:
         """Move the alias and record it; the record's previous_version is what the log last said."""
-        moves = [r["fields"] for r in self.log.records() if r["event"] == audit.ALIAS_MOVED and r["fields"]["name"] == name and r["fields"]["alias"] == alias]
-        logged = str(moves[-1]["version"]) if moves else None
-        registry.set_alias(name, alias, version, tracking_uri=self.tracking_uri)
-        if logged != str(version):
-            self.log.append(
-                audit.ALIAS_MOVED, name=name, alias=alias, version=int(version),
-                previous_version=int(logged) if logged is not None else None,
-            )
+        with self.log.exclusive():  # two moves at once: the registry's alias and the last record agree
+            moves = [r["fields"] for r in self.log.records() if r["event"] == audit.ALIAS_MOVED and r["fields"]["name"] == name and r["fields"]["alias"] == alias]
+            logged = str(moves[-1]["version"]) if moves else None
+            registry.set_alias(name, alias, version, tracking_uri=self.tracking_uri)
+            if logged != str(version):
+                self.log.append(
+                    audit.ALIAS_MOVED, name=name, alias=alias, version=int(version),
+                    previous_version=int(logged) if logged is not None else None,
+                )
 
     # ---- requests --------------------------------------------------------------------------------
     def receive_request(self, request, *, request_sha256: str | None = None, supersede: bool = False) -> dict:
@@ -397,7 +462,8 @@ class Evidence:
                 raise UnlearnopsError(
                     f"request_id {request.request_id}: already received with different content (sha256 "
                     f"{str(earlier[-1])[:12]}…, now {content[:12]}…); give the new request its own request_id, or pass "
-                    "--supersede to record that it replaces the earlier one; nothing recorded"
+                    "--supersede to record that it replaces the earlier one; nothing recorded",
+                    field="request_id",
                 )
             self.log.append(
                 audit.REQUEST_SUPERSEDED, request_id=request.request_id, previous_content_sha256=earlier[-1],
@@ -419,9 +485,7 @@ class Evidence:
 
     def close_request(self, request_id: str, reason: str) -> dict:
         """Close a received request that will not be satisfied (e.g. its runs failed), with a recorded reason."""
-        reason = reason.strip()
-        if not reason or "\n" in reason or len(reason) > audit.MAX_VALUE_CHARS:
-            raise UnlearnopsError(f"--reason: give one line of at most {audit.MAX_VALUE_CHARS} characters (an id or a short reason, never the forgotten text)")
+        reason = _one_line(reason)
         records = self.verified_records(action="close a request")
         entry = queries.requests(records).get(request_id)
         if entry is None:

@@ -76,7 +76,7 @@ def stages(ctx: RunContext, request, report) -> RunSummary:
     decision = gate.record["report"]
     version = None
     if decision["passed"]:
-        version = register(ctx, request, data, source, registration, unlearned, quantized, gate, metrics)
+        version = register(ctx, request, data, source, registration, source_dir, unlearned, quantized, gate, metrics)
     else:
         ctx.runner.announce("register", "skipped: the gate failed, nothing registered")
     return summarise(ctx, request, version, decision, metrics, gate.path / "out")

@@ -48,8 +48,8 @@ def gate_stage(ctx: RunContext, request, metrics: dict[str, Any], policy, quanti
     return result
 
 
-def register(ctx: RunContext, request, data: RequestData, source, registration, unlearned: StageResult, quantized: StageResult,
-             gate: StageResult, metrics: dict[str, Any]) -> registry.RegisteredVersion:
+def register(ctx: RunContext, request, data: RequestData, source, registration, source_dir: StageResult, unlearned: StageResult,
+             quantized: StageResult, gate: StageResult, metrics: dict[str, Any]) -> registry.RegisteredVersion:
     """Register the quantized model (and its full-precision weights) as a version with alias @<register.alias>.
 
     The version claims this request and every request the source's signed registration record
@@ -73,7 +73,9 @@ def register(ctx: RunContext, request, data: RequestData, source, registration, 
             gate_report_sha256=sha256_file(gate.path / "out" / GATE_REPORT),
             request_ids=[*inherited, request.request_id], request_data=request_data,
             request_policies=_accepted_policies(ctx, registration, request.request_id, report),
-            source_version=f"{source.name}/{source.version}" if source else str(request.model),
+            # A local source directory is named by its content: its path means nothing on another
+            # machine (and may be longer than an audit field).
+            source_version=f"{source.name}/{source.version}" if source else f"local:{source_dir.record['model_sha256']}",
             fp_model_sha256=unlearned.record["model_sha256"], metrics=_gated_metrics(metrics), alias=alias,
             extra_tags={
                 registry.TAG_QUANT_SCHEME: ctx.config.quantize.scheme,

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import gc
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import UnlearnopsError
-from ..fileio import atomic_dir, read_json, sha256_tree, write_json
+from ..fileio import atomic_dir, canonical_json, read_json, sha256_bytes, sha256_tree, write_json
 from ..versions import library_versions
 
 METHOD = "dequantize-compressed-tensors"
@@ -40,12 +40,20 @@ class ServedCopy:
 
 
 def dense_copy(
-    source_dir: Path | str, source_sha256: str, cache_root: Path | str, *, notify: Callable[[str], None] | None = None,
+    source_dir: Path | str,
+    source_sha256: str,
+    cache_root: Path | str,
+    *,
+    vouched: Collection[tuple[str, str]] = (),
+    notify: Callable[[str], None] | None = None,
 ) -> ServedCopy:
-    """The dense copy of `source_dir` (whose files hash to `source_sha256`), derived once and reused.
+    """The dense copy of `source_dir` (whose files hash to `source_sha256`), derived, or reused when vouched for.
 
-    A cached copy is reused only while its files still hash to what its record says; otherwise
-    it is derived again from the (already verified) registered files.
+    The cache and its derivation record lie in the workspace, where an insider can rewrite both to
+    agree, so neither vouches for the other: a cached copy is reused only when its files and its
+    record hash to a pair in `vouched` ((served sha256, derivation record sha256) pairs that signed
+    audit records derived from `source_sha256`: deployment.vouched_derivations). Otherwise it is
+    derived again from the (already verified) registered files.
     """
     notify = notify or (lambda _line: None)
     cache_root = Path(cache_root)
@@ -53,14 +61,23 @@ def dense_copy(
     record_path = out.with_name(out.name + ".json")
     if out.is_dir() and record_path.is_file():
         record = read_json(record_path)
-        if record.get("source_sha256") == source_sha256 and sha256_tree(out) == record.get("served_sha256"):
-            return ServedCopy(out, record["served_sha256"], record)
-        notify(f"cached dense copy {out.name} does not match its derivation record; deriving it again")
+        served = sha256_tree(out)
+        if record.get("source_sha256") == source_sha256 and served == record.get("served_sha256"):
+            if (served, record_sha256(record)) in set(vouched):
+                return ServedCopy(out, served, record)
+            notify(f"cached dense copy {out.name}: no signed deployment record derived these files; deriving it again")
+        else:
+            notify(f"cached dense copy {out.name} does not match its derivation record; deriving it again")
     notify(f"deriving a dense copy of the registered model (once; cached in {cache_root})")
     record = derive_dense(source_dir, out)
     record["source_sha256"] = source_sha256
     write_json(record_path, record)  # written last: a copy without a record is never reused
     return ServedCopy(out, record["served_sha256"], record)
+
+
+def record_sha256(derivation: dict[str, Any]) -> str:
+    """The hash of a derivation record, as deployment.started carries it (`derivation_record_sha256`)."""
+    return sha256_bytes(canonical_json(derivation))
 
 
 def dense_dir(cache_root: Path | str, source_sha256: str) -> Path:

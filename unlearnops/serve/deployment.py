@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import socket
 import threading
 import uuid
 from collections.abc import Iterator
@@ -17,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from .. import audit
-from ..fileio import canonical_json, sha256_bytes
 from .command import VllmCommand
+from .dense import METHOD, record_sha256
 from .process import HEALTH_TIMEOUT_S, VllmServer, exit_description, start_vllm
 
 
@@ -39,6 +40,8 @@ class Deployment:
     route: dict[str, Any] | None = None
     derivation: dict[str, Any] | None = None
     deployment_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    # Which machine serves it: on a team's shared log, host:port alone names a port on every machine.
+    machine: str = field(default_factory=lambda: socket.gethostname()[:256] or "unknown")
 
     def started_fields(self, command: VllmCommand, served_name: str) -> dict[str, Any]:
         """The deployment.started record: flat ids and hashes, as the audit log holds them."""
@@ -56,6 +59,7 @@ class Deployment:
             "dtype": argv[argv.index("--dtype") + 1] if "--dtype" in argv else None,
             **derivation_fields(derivation),
             "served_model_name": served_name,
+            "machine": self.machine,
             "host": command.host,
             "port": command.port,
             "api_key_required": command.api_key_required,
@@ -71,8 +75,19 @@ def derivation_fields(derivation: dict[str, Any]) -> dict[str, Any]:
         "derived_from_sha256": derivation["source_sha256"],
         "derivation_dtype": derivation["dtype"] if isinstance(derivation["dtype"], str) else ",".join(derivation["dtype"]),
         "derivation_versions": [f"{name}=={version}" for name, version in sorted(derivation["versions"].items())],
-        "derivation_record_sha256": sha256_bytes(canonical_json(derivation)),
+        "derivation_record_sha256": record_sha256(derivation),
     }
+
+
+def vouched_derivations(records: list[dict], source_sha256: str) -> frozenset[tuple[str, str]]:
+    """(served sha256, derivation record sha256) of every dense copy a signed deployment.started record
+    derived from the registered files hashing to `source_sha256`: the caches `dense_copy` may reuse."""
+    return frozenset(
+        (fields["served_sha256"], fields["derivation_record_sha256"])
+        for fields in (r["fields"] for r in records if r["event"] == audit.DEPLOYMENT_STARTED)
+        if fields.get("derived_from_sha256") == source_sha256 and fields.get("derivation_method") == METHOD
+        and fields.get("served_sha256") and fields.get("derivation_record_sha256")
+    )
 
 
 class Shutdown(BaseException):
@@ -117,7 +132,7 @@ def running_server(
     )
     stop_reason = "stopped"
     try:
-        _close_stale_deployments(audit_log, command.host, command.port, deployment.deployment_id)
+        _close_stale_deployments(audit_log, deployment.machine, command.host, command.port, deployment.deployment_id)
         audit_log.append(audit.DEPLOYMENT_STARTED, **deployment.started_fields(command, served_name))
         yield server
         if not server.alive():
@@ -148,12 +163,14 @@ def records_or_empty(audit_log: audit.AuditLog) -> list[dict]:
     return audit_log.records()  # [] for a log not written yet, on any storage backend
 
 
-def _close_stale_deployments(audit_log: audit.AuditLog, host: str, port: int, new_id: str) -> None:
-    """A started deployment on this host:port with no stop record died uncleanly (we hold the
-    port now): close it so `audit status` does not report it as live."""
+def _close_stale_deployments(audit_log: audit.AuditLog, machine: str, host: str, port: int, new_id: str) -> None:
+    """A started deployment on this machine's host:port with no stop record died uncleanly (we hold
+    the port now): close it so `audit status` does not report it as live. Another machine's port is
+    not ours (a team's shared log): its deployments are left as they are. A record from before
+    deployments named their machine was written on one machine's log: taken as this machine's."""
     for record in audit.live_deployments(records_or_empty(audit_log)):
         fields = record["fields"]
-        if fields.get("host") == host and fields.get("port") == port:
+        if fields.get("machine", machine) == machine and fields.get("host") == host and fields.get("port") == port:
             audit_log.append(
                 audit.DEPLOYMENT_STOPPED,
                 deployment_id=fields["deployment_id"],

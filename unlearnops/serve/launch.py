@@ -19,7 +19,7 @@ from ..evidence import Evidence, Registration
 from ..registry import RegisteredVersion
 from ..workspace import Workspace
 from .command import PLAIN_CHAT_TEMPLATE, VllmCommand, build_vllm_command, check_bind, resolve_vllm_python, served_model_name
-from .deployment import Deployment, Shutdown, running_server, signals_raise_shutdown
+from .deployment import Deployment, Shutdown, running_server, signals_raise_shutdown, vouched_derivations
 from .dense import dense_copy, dense_dir
 from .process import HEALTH_TIMEOUT_S, VllmServer, exit_description
 from . import registered
@@ -53,6 +53,8 @@ class ServePlan:
     build: VllmBuild = field(repr=False)
     host: Host = field(repr=False)
     options: LaunchOptions = field(repr=False)
+    # Dense copies of these registered files that signed deployment records derived (dense_copy may reuse them).
+    vouched: frozenset = field(default=frozenset(), repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -85,7 +87,9 @@ def plan_serve(
     """
     check_bind(options.host, options.api_key)
     # The version and its signed registration record (the log verified, the registry the one it was written with).
-    version, registration = Evidence(workspace, tracking_uri=tracking_uri).resolve(ref)
+    evidence = Evidence(workspace, tracking_uri=tracking_uri)
+    records = evidence.verified_records(action="serve")
+    version, registration = evidence.resolve(ref, records)
     if not registered.passed_gate(registration):
         raise UnlearnopsError(gate_refusal(ref, registration))
     artifact_sha256 = registered.expected_sha256(registration)
@@ -100,7 +104,10 @@ def plan_serve(
         artifact_sha256=artifact_sha256, route=route.to_dict(),
     )
     command = _command(served_dir, deployment, route, facts, build, options)
-    return ServePlan(version, registration, model_dir, served_dir, route, command, deployment, workspace, build, host, options)
+    return ServePlan(
+        version, registration, model_dir, served_dir, route, command, deployment, workspace, build, host, options,
+        vouched=vouched_derivations(records, artifact_sha256),
+    )
 
 
 def _command(served_dir: Path, deployment: Deployment, route: Route, facts: ModelFacts, build: VllmBuild, options: LaunchOptions) -> VllmCommand:
@@ -130,13 +137,14 @@ def prepare(plan: ServePlan, *, notify: Callable[[str], None] | None = None) -> 
     deployment = plan.deployment
     deployment.route, deployment.artifact_sha256 = route.to_dict(), artifact_sha256
     if route.name == DENSE:
-        copy = dense_copy(plan.model_dir, artifact_sha256, _derived_root(plan.workspace), notify=notify)
+        copy = dense_copy(plan.model_dir, artifact_sha256, _derived_root(plan.workspace), vouched=plan.vouched, notify=notify)
         served_dir, deployment.served_sha256, deployment.derivation = copy.path, copy.sha256, copy.derivation
     else:
         served_dir, deployment.served_sha256, deployment.derivation = plan.model_dir, artifact_sha256, None
     command = _command(served_dir, deployment, route, facts, plan.build, plan.options)
     return ServePlan(
-        plan.version, plan.registration, plan.model_dir, served_dir, route, command, deployment, plan.workspace, plan.build, plan.host, plan.options,
+        plan.version, plan.registration, plan.model_dir, served_dir, route, command, deployment, plan.workspace, plan.build, plan.host,
+        plan.options, plan.vouched,
     )
 
 
