@@ -11,7 +11,7 @@ import pytest
 
 from unlearnops.errors import UnlearnopsError
 from unlearnops.gate import InheritedRequest, auc_standard_error, evaluate_gate, privleak_noise, to_junit_xml, to_markdown, write_reports
-from unlearnops.policy import Policy, accepted_policy, policy_record
+from unlearnops.policy import Policy, accepted_policy
 
 DEFAULT_PIPELINE = Path(__file__).resolve().parents[1] / "pipelines" / "default.yaml"
 
@@ -172,7 +172,7 @@ def test_auc_standard_error_matches_the_exact_null_variance_and_a_simulation():
 def test_inherited_requests_are_rechecked_under_the_policy_they_were_accepted_with():
     """Request A tightened max_verbmem_f to 25 when it was accepted; a later run's policy says 30."""
     tightened = POLICY.tightened({"max_verbmem_f": 25})
-    record = {"forget_corpus": "/data/a", "corpus_sha256": "0" * 64, **policy_record(tightened)}
+    record = {"corpus_sha256": "0" * 64, "location": "data/" + "0" * 64, "policy": tightened.model_dump(mode="json")}
     assert accepted_policy(record)[0] == tightened
     on_a = {"verbmem_f": 27.0, "knowmem_f": 10.0}
     report = gate(inherited=[InheritedRequest("req-a", on_a, record=record)])

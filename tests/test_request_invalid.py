@@ -32,7 +32,7 @@ EXPECTED: dict[str, tuple[str, str]] = {
     "unknown-field.json": ("forget_texts", "unknown field; did you mean 'forget'?"),
     "typo-in-source-field.json": ("forget.txts", "unknown field; did you mean 'texts'?"),
     "source-not-object.json": ("forget", 'expected an object: {"bench": "default"}'),
-    "unknown-bench-size.json": ("retain.bench", "'default' or 'tiny'"),
+    "unknown-bench-size.json": ("retain.bench", "'default', 'tiny'"),
     "naive-datetime.json": ("received_at", "timezone"),
     "unparseable-datetime.json": ("deadline", "valid datetime"),
     "deadline-before-received.json": ("deadline", "is not after received_at"),

@@ -9,8 +9,10 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import sqlite3
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -186,3 +188,25 @@ def test_mlflow_locked_or_unreachable_fails_cleanly_then_the_rerun_completes(kil
     assert len(unlearned_versions(workspace)) == 1
     assert (workspace / "audit.jsonl").read_bytes().startswith(audit_before)
     assert cli("audit", "verify").exit_code == 0
+
+
+# ---- SIGTERM (a scheduler's stop, `kill`, a container shutdown) ---------------------------------
+
+
+def test_sigterm_unwinds_like_ctrl_c_and_leaves_no_staging_directory(tiny_bench, tmp_path):
+    """A terminated command removes what it was writing (fileio.atomic_dir's staging sibling), exits 143
+    with one line, and leaves --out as it was: absent here, so a rerun starts clean."""
+    out = tmp_path / "quantized"
+    command = ["quantize", "--model", str(tiny_bench / "target"), "--corpus", str(tiny_bench / "corpus"), "--out", str(out),
+               "--scheme", "gptq-w4a16", "--json"]
+    proc = start("quantize", command, env=child_env(tmp_path / "workspace"), logs=tmp_path / "logs")
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".quantized.*.partial")):
+        assert proc.popen.poll() is None, f"quantize ended before it staged its output: {proc.err[-2000:]}"
+        assert time.monotonic() < deadline, "quantize did not start writing in time"
+        time.sleep(0.02)
+    proc.popen.send_signal(signal.SIGTERM)
+    assert proc.popen.wait(timeout=120) == 143, proc.err[-2000:]
+    assert "Traceback" not in proc.err and "terminated (SIGTERM)" in proc.err
+    assert json.loads(proc.out)["exit_code"] == 143
+    assert not out.exists() and list(tmp_path.glob(".quantized.*")) == []

@@ -91,7 +91,8 @@ def test_validate_answers_any_corpus_file_without_a_traceback(cli, workspace, tm
 COMMANDS = [
     ["validate"], ["run"], ["gate"], ["evaluate"], ["quantize"], ["quantize-report"], ["unlearn"], ["register"],
     ["promote"], ["models"], ["serve"], ["audit", "verify"], ["audit", "show"], ["audit", "status"], ["audit", "export"],
-    ["request", "schema"], ["bench"], ["audit"], [],
+    ["request", "schema"], ["bench"], ["audit"], ["audit", "close"], ["audit", "key"], ["audit", "bind-registry"],
+    ["report"], ["verify-endpoint"], [],
 ]
 OPTIONS = [
     "--request", "--pipeline", "--wait", "--workspace", "--json", "--model", "--corpus", "--out", "--policy", "--metrics",

@@ -11,7 +11,9 @@ import contextlib
 import errno
 import io
 import json
+import signal
 import sys
+import threading
 
 import click
 import typer
@@ -64,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     """
     args = [str(arg) for arg in (sys.argv[1:] if argv is None else argv)]
     stdout = _Recorder(sys.stdout)
-    with contextlib.redirect_stdout(stdout):
+    with contextlib.redirect_stdout(stdout), _sigterm_unwinds():
         code, failure = _invoke(args, as_json="--json" in args)
     if "--json" in args and code != 0:
         if failure is not None:
@@ -89,6 +91,9 @@ def _invoke(args: list[str], *, as_json: bool) -> tuple[int, dict | None]:
     except (click.exceptions.Abort, typer.Abort, KeyboardInterrupt):
         err_console.print("aborted")
         return 130, error_document("aborted", exit_code=130)
+    except _Terminated:
+        err_console.print("terminated (SIGTERM): nothing half-written is left; rerun to resume")
+        return 143, error_document("terminated (SIGTERM)", exit_code=143)
     except Exception as err:
         message = _environment_error(err)
         if message is None:
@@ -98,6 +103,28 @@ def _invoke(args: list[str], *, as_json: bool) -> tuple[int, dict | None]:
         _print_error(message)
         return 1, error_document(message, exit_code=1)
     return (result if isinstance(result, int) else 0), None
+
+
+class _Terminated(BaseException):
+    """SIGTERM, raised where the command is, so every `finally` runs: staging directories
+    (fileio.atomic_dir, the stage runner's .partial dirs) are removed and locks released, as
+    on Ctrl-C. A BaseException, so no `except Exception` swallows it."""
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds():
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(_signum, _frame):
+        raise _Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _print_error(message: str) -> None:
