@@ -187,6 +187,42 @@ def test_hostile_bytes_in_the_log_are_named_never_a_traceback(tmp_path, cli, wor
         assert "Traceback" not in answered.stdout + answered.stderr
 
 
+HUGE_LINE_CHECK = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))  # 3 GiB of address space: a whole 8 GiB line cannot fit
+from unlearnops.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("position", ["end", "middle"])
+def test_a_huge_line_in_the_log_is_named_without_reading_it_whole(tmp_path, position):
+    """Someone with write access to the workspace appends (or inserts) an 8 GiB line without a newline (a
+    sparse file: no disk used): verify and status name the damaged record after reading a bounded part
+    of it, and append refuses to extend a log whose last record is damaged."""
+    import subprocess
+    import sys
+
+    log = _sample_log(tmp_path / "workspace" / "audit.jsonl")
+    lines = log.path.read_bytes().splitlines(keepends=True)
+    with open(log.path, "wb") as handle:
+        handle.write(b"".join(lines if position == "end" else lines[:3]))
+        handle.truncate(handle.tell() + (8 << 30))  # 8 GiB of zero bytes, no newline
+        if position == "middle":
+            handle.seek(0, 2)
+            handle.write(b"\n" + b"".join(lines[3:]))
+    damaged = len(lines) + 1 if position == "end" else 4
+    for command in (["audit", "verify", "--no-registry", "--json"], ["audit", "status", "--no-registry"]):
+        answered = subprocess.run([sys.executable, "-c", HUGE_LINE_CHECK, *command, "--workspace", str(log.path.parent)],
+                                  capture_output=True, text=True, timeout=300)
+        shown = answered.stdout + answered.stderr
+        assert answered.returncode == 1 and "Traceback" not in shown and "MemoryError" not in shown, shown[-2000:]
+        assert f"record {damaged}" in shown and "more than a record can be" in shown, shown[-2000:]
+    if position == "end":
+        with pytest.raises(UnlearnopsError, match="last record is damaged"):
+            log.append(audit.RUN_STARTED, run_id="after-the-huge-line")
+
+
 def _append_many(path: str, worker: int, count: int) -> None:
     log = AuditLog(path)
     for index in range(count):

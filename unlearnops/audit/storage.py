@@ -31,9 +31,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import UnlearnopsError
+from .records import MAX_LINE_BYTES
 
 LOCK_TIMEOUT_S = 60.0
 _TAIL_BLOCK = 4096
+_SKIP_BLOCK = 1 << 20  # bytes read at a time while skipping the rest of an oversized line
 
 
 class AppendSession(ABC):
@@ -93,11 +95,19 @@ class FileStorage(AuditStorage):
         return self.path.is_file() and self.path.stat().st_size > 0
 
     def lines(self) -> Iterator[bytes]:
+        """Bounded reads: a line longer than a record can be (an 8 GiB line written by someone with
+        access to the workspace) is yielded cut at MAX_LINE_BYTES + 1, which parse_line names as
+        damaged, and the rest of it is skipped in blocks, never held in memory whole."""
         if not self.path.exists():
             return
         with open(self.path, "rb") as handle:
-            for line in handle:
-                yield line[:-1] if line.endswith(b"\n") else line
+            while line := handle.readline(MAX_LINE_BYTES + 1):
+                if line.endswith(b"\n"):
+                    yield line[:-1]
+                    continue
+                yield line
+                while (rest := handle.readline(_SKIP_BLOCK)) and not rest.endswith(b"\n"):
+                    pass
 
     def last_line(self) -> bytes | None:
         """Read from the end only: appending must not cost a read of the whole log."""
@@ -107,7 +117,8 @@ class FileStorage(AuditStorage):
             handle.seek(0, os.SEEK_END)
             position = handle.tell()
             data = b""
-            while position > 0 and data.rstrip(b"\n").count(b"\n") < 1:
+            # A tail line longer than a record can be is read only that far: parse_line names it.
+            while position > 0 and data.rstrip(b"\n").count(b"\n") < 1 and len(data) <= MAX_LINE_BYTES + 1:
                 step = min(_TAIL_BLOCK, position)
                 position -= step
                 handle.seek(position)
