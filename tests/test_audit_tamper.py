@@ -304,6 +304,27 @@ def test_a_registry_tag_deleted_is_named(registered):
     assert "audit_head tag was deleted" in _problems(evidence)["version news/1"]
 
 
+def test_a_registration_in_progress_is_waited_for_not_reported_as_tampering(registered, workspace):
+    """On a team, another machine's registration (version created and recorded, its audit_head tag not
+    yet set) is seen half-done by a reader: `verify` waits for the writer's append section and checks
+    again, instead of reporting the tag as deleted. A tag really deleted is still named (test above)."""
+    import subprocess
+    import sys
+    import time
+
+    evidence, uri, _ = registered
+    head = registry.resolve("news/1", tracking_uri=uri).tags[registry.TAG_AUDIT_HEAD]
+    with evidence.log.exclusive():  # the writer's section, as Evidence.register holds it
+        registry.client(uri).delete_model_version_tag("news", "1", registry.TAG_AUDIT_HEAD)  # "not yet set"
+        reader = subprocess.Popen([sys.executable, "-m", "unlearnops.cli", "audit", "verify", "--json", "--workspace", str(workspace)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(8)
+        assert reader.poll() is None, "verify answered without waiting for the registration in progress"
+        registry.set_version_tag("news", "1", registry.TAG_AUDIT_HEAD, head, tracking_uri=uri)
+    out, err = reader.communicate(timeout=120)
+    assert reader.returncode == 0 and json.loads(out)["ok"], out + err
+
+
 def test_an_alias_moved_outside_unlearnops_is_named(registered, tmp_path):
     evidence, uri, run_id = registered
     client = registry.client(uri)

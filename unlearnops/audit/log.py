@@ -146,6 +146,20 @@ class AuditLog:
             finally:
                 self._held = None
 
+    @contextlib.contextmanager
+    def settled(self) -> Iterator[None]:
+        """Wait until no writer is inside the append section, and keep them out while the block
+        reads: the log and what writers record beside it (registry tags, aliases) are then read
+        between two writers' steps. Needs no signing key (readers use it)."""
+        if self._held is not None:
+            yield
+            return
+        try:
+            with self.storage.appending():
+                yield
+        except OSError as err:
+            raise UnlearnopsError(f"{self.storage.location}: cannot take the append lock ({err.strerror or err})") from err
+
     @staticmethod
     def check(event: str, **fields: Any) -> None:
         """Refuse a record append() would refuse, without writing: for callers that must check every

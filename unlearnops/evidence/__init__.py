@@ -556,7 +556,24 @@ class Evidence:
 
     # ---- verification ----------------------------------------------------------------------------
     def verify(self, *, check_registry: bool = True) -> audit.VerifyResult:
-        """The log, its witness and the registry's checkpoint, then registry and log both ways."""
+        """The log, its witness and the registry's checkpoint, then registry and log both ways.
+
+        A registration in progress elsewhere (a team's other machine: version created, its record
+        appended, its tags and alias not yet set) looks like tampering to a reader that does not
+        wait for it. Every writer holds the log's append section for the whole registration
+        (`AuditLog.exclusive`), so a disagreement is checked once more inside that section before
+        it is reported: a real one stays, a half-finished registration has finished by then.
+        """
+        result = self._verify_once(check_registry)
+        if result.ok:
+            return result
+        try:
+            with self.log.settled():
+                return self._verify_once(check_registry)
+        except UnlearnopsError:  # the section cannot be taken (a read-only copy of a log): the first answer stands
+            return result
+
+    def _verify_once(self, check_registry: bool) -> audit.VerifyResult:
         use_registry = check_registry and self._registry_in_play()
         identity = registry.read_identity(self.tracking_uri) if use_registry else {}
         note = identity.get(CHECKPOINT_TAG)
