@@ -77,3 +77,30 @@ def tiny_bench(tmp_path_factory) -> Path:
     """
     return session_bench(tmp_path_factory, "tiny", "UNLEARNOPS_TEST_BENCH")
 
+
+
+@pytest.fixture(scope="session")
+def migrated_db(tmp_path_factory):
+    """An empty MLflow sqlite database, created once: the schema migration takes ~9 s per database."""
+    from unlearnops import registry
+
+    path = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
+    registry.client(f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture
+def store(workspace, tmp_path, monkeypatch, migrated_db):
+    """(Workspace, its tracking URI, its Evidence, a two-file model directory) on a migrated sqlite store."""
+    from unlearnops import registry
+    from unlearnops.evidence import Evidence
+    from unlearnops.workspace import Workspace
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    ws = Workspace.resolve(workspace)
+    shutil.copy(migrated_db, workspace / "mlflow.db")
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text('{"model_type": "llama"}')
+    (model / "model.safetensors").write_bytes(b"weights")
+    return ws, registry.tracking_uri_for(ws), Evidence(ws), model

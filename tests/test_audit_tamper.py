@@ -248,27 +248,12 @@ def test_a_forged_or_edited_witness_checkpoint_is_named(tmp_path):
 
 
 # ---- the registry side (real MLflow on sqlite) ------------------------------------------------------
-@pytest.fixture(scope="module")
-def migrated_db(tmp_path_factory):
-    path = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
-    registry.client(f"sqlite:///{path}").search_experiments()
-    return path
-
-
 @pytest.fixture
-def registered(workspace, tmp_path, monkeypatch, migrated_db):
+def registered(store):
     """A workspace with version news/1 registered through unlearnops and promoted to @production."""
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    ws = Workspace.resolve(workspace)
-    shutil.copy(migrated_db, workspace / "mlflow.db")
-    model = tmp_path / "model"
-    model.mkdir()
-    (model / "config.json").write_text('{"model_type": "llama"}')
-    (model / "model.safetensors").write_bytes(b"weights")
-    evidence = Evidence(ws)
+    ws, uri, evidence, model = store
     evidence.log.append(audit.REQUEST_RECEIVED, request_id="req-1")
     evidence.log.append(audit.REQUEST_VALIDATED, request_id="req-1", data_sha256="d" * 64)
-    uri = registry.tracking_uri_for(ws)
     run_id = registry.log_model_run(model, tracking_uri=uri, artifact_root=ws.artifact_root, run_name="t", params={})
     evidence.register(name="news", run_id=run_id, run_key="k1", model_sha256=sha256_tree(model), gate_report_sha256="e" * 64,
                       request_ids=["req-1"], request_data={"req-1": "d" * 64})

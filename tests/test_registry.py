@@ -13,27 +13,6 @@ from unlearnops import audit, registry
 from unlearnops.errors import UnlearnopsError
 from unlearnops.evidence import Evidence
 from unlearnops.fileio import sha256_file, sha256_tree
-from unlearnops.workspace import Workspace
-
-
-@pytest.fixture(scope="module")
-def migrated_db(tmp_path_factory):
-    """An empty MLflow sqlite database, created once: the schema migration takes ~9 s per database."""
-    path = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
-    registry.client(f"sqlite:///{path}").search_experiments()
-    return path
-
-
-@pytest.fixture
-def store(workspace, tmp_path, monkeypatch, migrated_db):
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    ws = Workspace.resolve(workspace)
-    shutil.copy(migrated_db, workspace / "mlflow.db")
-    model = tmp_path / "model"
-    model.mkdir()
-    (model / "config.json").write_text('{"model_type": "llama"}')
-    (model / "model.safetensors").write_bytes(b"weights")
-    return ws, registry.tracking_uri_for(ws), Evidence(ws), model
 
 
 def validated(evidence: Evidence, *request_ids: str) -> None:
